@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Install unlearnkit into a virtual environment (default .venv; VENV=path to change).
+#
+# torch: if the environment already has torch (your CUDA/ROCm/CPU build), it is kept.
+# Otherwise torch==${TORCH_SPEC:-2.13.0} is installed *first*, on its own, so that nothing
+# else drags in a different build (on our CPU machines that name resolves to the local CPU wheel).
+# Every later install runs with a constraints file that pins the torch now present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+if [ -z "${VIRTUAL_ENV:-}" ] || [ "${VIRTUAL_ENV}" != "$(cd "$(dirname "$VENV")" && pwd)/$(basename "$VENV")" ]; then
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+fi
+PY="$VENV/bin/python"
+[ -x "$PY" ] || PY=python
+if ! "$PY" -c "import torch" >/dev/null 2>&1; then
+  echo "install.sh: no torch in $VENV; installing torch==${TORCH_SPEC:-2.13.0} first"
+  "$PY" -m pip install -q "torch==${TORCH_SPEC:-2.13.0}"
+fi
+TORCH_VERSION=$("$PY" -c "import torch; print(torch.__version__.split('+')[0])")
+CONSTRAINTS=$(mktemp)
+trap 'rm -f "$CONSTRAINTS"' EXIT
+echo "torch==${TORCH_VERSION}" > "$CONSTRAINTS"
+"$PY" -m pip install -q -c "$CONSTRAINTS" -e ".[dev]"
+echo "install.sh: unlearnkit installed in $VENV (torch ${TORCH_VERSION})"

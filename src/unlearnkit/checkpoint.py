@@ -1,0 +1,110 @@
+"""Checkpoints and atomic output.
+
+A checkpoint directory holds the model as `save_pretrained` writes it (safetensors; for LoRA
+only the adapter) plus `trainer_state.safetensors` (trainable parameters and AdamW moments, so
+a resumed run continues exactly) and `trainer_state.json` (step, log, LR schedule). Nothing is
+pickled. Directories and files are written under a temporary name and renamed into place, so
+a crash never leaves something that looks complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch import nn
+
+
+@contextlib.contextmanager
+def atomic_dir(final: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling directory; on success it replaces `final` in one rename."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(final)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def save_model(model: nn.Module, tokenizer, path: str | Path) -> None:
+    """`save_pretrained` (safetensors) of model and tokenizer, atomically."""
+    with atomic_dir(path) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+
+
+def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {f"param.{n}": p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, optimizer, scheduler, step: int,
+                    history: list[dict]) -> None:
+    from safetensors.torch import save_file
+
+    tensors = _trainable_state(model)
+    opt_state = optimizer.state_dict()
+    for idx, state in opt_state["state"].items():
+        for key, value in state.items():
+            tensors[f"optim.{idx}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    meta = {"step": step, "history": history, "scheduler": scheduler.state_dict(),
+            "param_groups": opt_state["param_groups"]}
+    with atomic_dir(path) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        save_file(tensors, str(tmp / "trainer_state.safetensors"))
+        (tmp / "trainer_state.json").write_text(json.dumps(meta, default=str))
+
+
+def load_trainer_state(path: str | Path, model: nn.Module, optimizer, scheduler) -> tuple[int, list[dict]]:
+    """Restore trainable weights, optimizer moments and schedule; returns (step, history)."""
+    from safetensors.torch import load_file
+
+    from unlearnkit.errors import UnlearnError
+
+    path = Path(path)
+    if not (path / "trainer_state.safetensors").exists():
+        raise UnlearnError(f"train.resume_from: {path} is not a checkpoint written by unlearnkit"
+                           " (no trainer_state.safetensors); point it at DIR/checkpoints/step-N")
+    tensors = load_file(str(path / "trainer_state.safetensors"))
+    meta = json.loads((path / "trainer_state.json").read_text())
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for key, value in tensors.items():
+            if key.startswith("param."):
+                name = key[len("param."):]
+                if name not in params:
+                    raise UnlearnError(f"checkpoint {path} has parameter '{name}' that the model lacks;"
+                                       " resume with the same model and method settings")
+                params[name].copy_(value)
+    state: dict = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    scheduler.load_state_dict(meta["scheduler"])
+    return int(meta["step"]), list(meta["history"])

@@ -1,0 +1,1 @@
+"""Data: prompt formats with answer-only labels, padded batches, forget/retain pairing, loaders."""

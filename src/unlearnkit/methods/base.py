@@ -1,0 +1,49 @@
+"""What every unlearning method provides. The trainer does everything else.
+
+A method is a dataclass of hyperparameters with two hooks:
+
+* `prepare(model)` returns the parameters to train (everything else is frozen by the trainer);
+* `loss(model, batch, ref)` returns a `LossOutput`: the scalar to minimise and named parts to log.
+
+`reference` says what the method needs from the frozen starting model:
+``None`` (nothing), ``"logprobs"`` (only sequence log-probs of fixed data — the trainer computes
+them once, caches them and can drop the copy), or ``"model"`` (full outputs, e.g. KL).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Iterable
+
+import torch
+from torch import nn
+
+from unlearnkit.data.batch import UnlearnBatch
+
+
+@dataclass
+class LossOutput:
+    total: torch.Tensor  # the scalar the trainer backpropagates
+    parts: dict[str, torch.Tensor] = field(default_factory=dict)  # logged, never backpropagated
+
+
+class UnlearningMethod:
+    """A per-batch objective over forget (and optionally retain) examples."""
+
+    reference: ClassVar[str | None] = None  # None | "logprobs" | "model"
+    uses_retain: ClassVar[bool] = False  # the data loader pairs retain examples when True
+    extra_views: ClassVar[tuple[str, ...]] = ()  # e.g. ("idk",): alternative answers per forget row
+
+    def needs_reference(self) -> str | None:
+        """What this instance needs from the reference (may depend on fields, e.g. KL retain)."""
+        return self.reference
+
+    def needs_retain(self) -> bool:
+        return self.uses_retain
+
+    def prepare(self, model: nn.Module) -> Iterable[nn.Parameter]:
+        """Attach adapters or choose what to train. Everything not returned is frozen."""
+        return [p for p in model.parameters() if p.requires_grad]
+
+    def loss(self, model: nn.Module, batch: UnlearnBatch, ref) -> LossOutput:  # pragma: no cover
+        raise NotImplementedError

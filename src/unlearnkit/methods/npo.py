@@ -1,0 +1,50 @@
+"""Negative Preference Optimization (Zhang et al., 2024, arXiv:2404.05868).
+
+Each forget answer is a dispreferred response with no preferred one. With summed sequence
+log-probs and π_ref the frozen starting model:
+
+    L_forget = (2/β) · mean_b softplus(β · (log π_θ(y|x) − log π_ref(y|x)))
+             = −(2/β) · mean_b log σ(−β · log(π_θ(y|x) / π_ref(y|x)))
+    L        = γ · L_forget + α · L_retain      (L_retain: NLL or KL on retain, see retain.py)
+
+At the start (π_θ = π_ref) L_forget = (2/β)·log 2. As β → 0 the gradient approaches gradient
+ascent; larger β saturates sooner, which is what keeps NPO from collapsing the model.
+Defaults follow OpenUnlearning: β = 0.1, γ = α = 1, NLL retain. Reference log-probs of the
+(fixed) forget set are computed once and cached by the trainer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+
+from unlearnkit.losses import sequence_logprob
+from unlearnkit.methods.base import LossOutput, UnlearningMethod
+from unlearnkit.methods.retain import check_retain_loss, retain_term
+from unlearnkit.registry import METHODS
+
+
+@METHODS.register("npo")
+@dataclass
+class NPO(UnlearningMethod):
+    """Negative Preference Optimization against the frozen starting model."""
+
+    beta: float = 0.1
+    forget_weight: float = 1.0
+    retain_weight: float = 1.0
+    retain_loss: str = "nll"  # nll | kl
+    uses_retain = True
+
+    def __post_init__(self):
+        check_retain_loss(self.retain_loss)
+
+    def needs_reference(self):
+        return "model" if self.retain_loss == "kl" else "logprobs"
+
+    def loss(self, model, batch, ref):
+        log_ratio = sequence_logprob(model, batch.forget) - sequence_logprob(ref, batch.forget)
+        forget = (2 / self.beta) * F.softplus(self.beta * log_ratio).mean()
+        retain = retain_term(self.retain_loss, model, batch, ref)
+        total = self.forget_weight * forget + self.retain_weight * retain
+        return LossOutput(total, {"forget": forget, "retain": retain, "log_ratio": log_ratio.mean().detach()})

@@ -1,0 +1,97 @@
+"""The frozen reference model (π_ref), owned by the trainer and handed to methods.
+
+Two ways to hold it:
+
+* full training: a frozen deep copy of the starting model;
+* LoRA (peft): the *same* model with its adapters disabled during the reference call — no
+  second copy of the weights.
+
+Methods that need only sequence log-probs of fixed data (NPO, DPO) get them from a cache keyed
+by each row's content: the trainer precomputes every forget/extra sequence once before training
+and can then release the copy, so NPO costs no more memory than gradient ascent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import nn
+
+from unlearnkit.data.batch import TokenBatch
+from unlearnkit.losses import sequence_logprob_from_logits
+
+
+def is_peft_model(model: nn.Module) -> bool:
+    return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
+
+
+class Reference:
+    """π_ref: logits and (cached) sequence log-probs, always without gradients."""
+
+    def __init__(self, model: nn.Module | None, *, shares_weights: bool,
+                 autocast: Callable[[], Any] = contextlib.nullcontext):
+        self._model = model
+        self.shares_weights = shares_weights
+        self._autocast = autocast
+        self._cache: dict[bytes, tuple[float, int]] = {}  # row key -> (summed log-prob, n tokens)
+        self.hits = 0
+        self.misses = 0
+
+    @classmethod
+    def from_model(cls, model: nn.Module, autocast: Callable[[], Any] = contextlib.nullcontext) -> "Reference":
+        """LoRA models share weights (adapters off); anything else gets a frozen deep copy."""
+        if is_peft_model(model):
+            return cls(model, shares_weights=True, autocast=autocast)
+        frozen = copy.deepcopy(model).eval()
+        for p in frozen.parameters():
+            p.requires_grad_(False)
+        return cls(frozen, shares_weights=False, autocast=autocast)
+
+    @property
+    def model(self) -> nn.Module:
+        if self._model is None:
+            raise RuntimeError("the reference copy was released; only cached log-probs remain")
+        return self._model
+
+    def _context(self):
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.no_grad())
+        stack.enter_context(self._autocast())
+        if self.shares_weights:
+            stack.enter_context(self.model.disable_adapter())
+        return stack
+
+    def logits(self, batch: TokenBatch) -> torch.Tensor:
+        with self._context():
+            was_training = self.model.training
+            self.model.eval()
+            try:
+                return self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits.float()
+            finally:
+                self.model.train(was_training)
+
+    def sequence_logprob(self, batch: TokenBatch, mean: bool = False) -> torch.Tensor:
+        """(B,) reference log-probs; computed once per distinct row, then served from the cache."""
+        keys = batch.row_keys()
+        if any(k not in self._cache for k in keys):
+            self.misses += 1
+            total = sequence_logprob_from_logits(self.logits(batch), batch.labels)
+            counts = (batch.labels[:, 1:] != -100).sum(-1)
+            for k, t, n in zip(keys, total.tolist(), counts.tolist()):
+                self._cache[k] = (t, n)
+        else:
+            self.hits += 1
+        values = [self._cache[k][0] / max(self._cache[k][1], 1) if mean else self._cache[k][0] for k in keys]
+        return torch.tensor(values, dtype=torch.float32, device=batch.input_ids.device)
+
+    def precompute(self, batches: Iterable[TokenBatch]) -> None:
+        for batch in batches:
+            self.sequence_logprob(batch)
+
+    def release(self) -> None:
+        """Free the frozen copy (only cached log-probs remain). No-op when weights are shared."""
+        if not self.shares_weights:
+            self._model = None

@@ -1,0 +1,203 @@
+"""THE training loop. Every method, the world builder and (later) attacks train through it.
+
+The trainer owns what methods must not: optimizer (AdamW), LR schedule with warmup, gradient
+accumulation, mixed precision and device placement (accelerate), seeding, freezing whatever
+`method.prepare` did not return, the frozen reference (`Reference`), logging of every loss part,
+progress bar, checkpoints (`save_pretrained` + safetensors, resumable), and a divergence guard:
+a non-finite loss or gradient norm stops training *before* the optimizer step, so the model
+keeps its last finite weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from unlearnkit.checkpoint import load_trainer_state, save_checkpoint
+from unlearnkit.data.pairing import UnlearnData, batch_stream, batches_per_epoch
+from unlearnkit.data.batch import collate
+from unlearnkit.methods.base import UnlearningMethod
+from unlearnkit.reference import Reference
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings (the recipe's `train:` section)."""
+
+    steps: int | None = None  # optimizer steps; when None, `epochs` decides
+    epochs: float = 5.0  # passes over the forget set (used when steps is None)
+    lr: float = 1e-5
+    batch_size: int = 8  # per device, per micro-batch
+    grad_accum: int = 1
+    warmup_steps: int = 0
+    scheduler: str = "constant"  # constant | linear | cosine (after warmup)
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    max_grad_norm: float | None = 1.0
+    mixed_precision: str = "no"  # no | bf16 | fp16
+    seed: int = 0
+    log_every: int = 1
+    save_every: int = 0  # checkpoint every N steps (0: only what the caller saves)
+    resume_from: str | None = None  # a checkpoint dir written by this trainer
+    progress: bool = True
+
+    def total_steps(self, n_forget: int, world_size: int = 1) -> int:
+        if self.steps is not None:
+            return self.steps
+        per_epoch = batches_per_epoch(n_forget, self.batch_size, world_size) / self.grad_accum
+        return max(1, math.ceil(self.epochs * per_epoch))
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    history: list[dict[str, float]] = field(default_factory=list)
+    steps: int = 0
+    trained_names: list[str] = field(default_factory=list)
+    trainable_params: int = 0
+    total_params: int = 0
+    stopped: str | None = None  # why training ended early (divergence), else None
+    seconds: float = 0.0
+
+    @property
+    def losses(self) -> list[float]:
+        return [h["loss"] for h in self.history]
+
+
+def _schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total: int):
+    from transformers import get_scheduler
+
+    names = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
+    if cfg.scheduler not in names:
+        from unlearnkit.errors import UnlearnError
+
+        raise UnlearnError(f"unknown train.scheduler '{cfg.scheduler}'; valid: {', '.join(names)}")
+    return get_scheduler(names[cfg.scheduler], optimizer, num_warmup_steps=cfg.warmup_steps,
+                         num_training_steps=total)
+
+
+def freeze_except(model: nn.Module, params: list[nn.Parameter]) -> list[str]:
+    """requires_grad only for `params`; returns their names."""
+    keep = {id(p) for p in params}
+    names = []
+    for name, p in model.named_parameters():
+        p.requires_grad_(id(p) in keep)
+        if id(p) in keep:
+            names.append(name)
+    return names
+
+
+def train(model: nn.Module, method: UnlearningMethod, data: UnlearnData, cfg: TrainConfig, *,
+          out_dir: str | Path | None = None, ref_batch_size: int = 32,
+          on_step: Callable[[int, dict], None] | None = None) -> TrainResult:
+    """Train `model` in place with `method` on `data`; returns the unwrapped model and the log."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    start = time.perf_counter()
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    set_seed(cfg.seed)
+    model.to(accelerator.device)
+
+    reference = None
+    kind = method.needs_reference()
+    if kind is not None:
+        reference = Reference.from_model(model, autocast=accelerator.autocast)
+    params = list(method.prepare(model))
+    if not params:
+        raise ValueError(f"{type(method).__name__}.prepare returned no parameters to train")
+    trained_names = freeze_except(model, params)
+    model.to(accelerator.device)  # prepare may have created new modules
+    if reference is not None and kind == "logprobs":
+        views = [data.forget, *data.extra.values()]
+        reference.precompute(
+            collate(view[i : i + ref_batch_size], data.pad_id).to(accelerator.device)
+            for view in views for i in range(0, len(view), ref_batch_size)
+        )
+        reference.release()
+
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    total = cfg.total_steps(len(data.forget), accelerator.num_processes)
+    scheduler = _schedule(optimizer, cfg, total)
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    result = TrainResult(model=model, trained_names=trained_names,
+                         trainable_params=sum(p.numel() for p in params),
+                         total_params=sum(p.numel() for p in accelerator.unwrap_model(model).parameters()))
+    first_step = 0
+    if cfg.resume_from:
+        first_step, result.history = load_trainer_state(cfg.resume_from, accelerator.unwrap_model(model),
+                                                        optimizer, scheduler)
+    stream = batch_stream(data, cfg.batch_size, cfg.seed, accelerator.process_index,
+                          accelerator.num_processes, use_retain=method.needs_retain())
+    for _ in range(first_step * cfg.grad_accum):
+        next(stream)
+
+    log_file = None
+    if out_dir is not None and accelerator.is_main_process:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        log_file = open(Path(out_dir) / "train_log.jsonl", "a" if cfg.resume_from else "w")
+    bar = tqdm(total=total, initial=first_step, desc=f"{getattr(method, 'registry_name', 'train')}",
+               disable=not (cfg.progress and accelerator.is_main_process), leave=False, dynamic_ncols=True)
+    model.train()
+    step = first_step
+    try:
+        while step < total:
+            sums: dict[str, float] = {}
+            for micro in range(cfg.grad_accum):
+                batch = next(stream).to(accelerator.device)
+                sync = micro == cfg.grad_accum - 1
+                ctx = accelerator.no_sync(model) if not sync else contextlib.nullcontext()
+                with ctx, accelerator.autocast():
+                    out = method.loss(model, batch, reference)
+                if not torch.isfinite(out.total.detach()):
+                    result.stopped = f"non-finite loss at step {step + 1}; kept the weights of step {step}"
+                    break
+                accelerator.backward(out.total / cfg.grad_accum)
+                for key, value in {"loss": out.total, **out.parts}.items():
+                    sums[key] = sums.get(key, 0.0) + float(value.detach()) / cfg.grad_accum
+            if result.stopped:
+                optimizer.zero_grad(set_to_none=True)
+                break
+            norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm or float("inf"))
+            if not torch.isfinite(torch.as_tensor(norm)):
+                optimizer.zero_grad(set_to_none=True)
+                result.stopped = f"non-finite gradient norm at step {step + 1}; kept the weights of step {step}"
+                break
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            record = {"step": step, **sums, "lr": scheduler.get_last_lr()[0], "grad_norm": float(norm)}
+            result.history.append(record)
+            if log_file is not None and (step % cfg.log_every == 0 or step == total):
+                log_file.write(json.dumps(record) + "\n")
+                log_file.flush()
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3g}" for k, v in sums.items()})
+            if on_step is not None:
+                on_step(step, record)
+            if out_dir is not None and cfg.save_every and step % cfg.save_every == 0 and step < total:
+                accelerator.wait_for_everyone()
+                if accelerator.is_main_process:
+                    save_checkpoint(Path(out_dir) / "checkpoints" / f"step-{step}",
+                                    accelerator.unwrap_model(model), optimizer, scheduler, step, result.history)
+    finally:
+        bar.close()
+        if log_file is not None:
+            log_file.close()
+    result.model = accelerator.unwrap_model(model)
+    result.model.eval()
+    result.steps = step
+    result.seconds = time.perf_counter() - start
+    return result
+
