@@ -1,0 +1,167 @@
+"""The two model passes every benchmark is built from: teacher-forced scoring and greedy generation.
+
+``score_examples`` returns, per `Example`, the summed log-probability of its supervised tokens
+log π(y|x) = Σ_t log π(y_t | x, y_<t) (float32 log-softmax, via ``unlearnkit.losses``) and the number of
+supervised tokens |y| = #(labels ≠ −100), which is what OpenUnlearning divides by (``num_token_gt``;
+the two counts agree whenever position 0 — the BOS — carries no label, as in every prompt format).
+
+``generate_greedy`` decodes greedily (``do_sample=False``, one beam, KV cache) from left-padded prompts,
+keeps only the new tokens, cuts each sample at its first EOS (HF stops sequences of a batch
+independently and pads the finished ones), decodes with ``skip_special_tokens=True``, then cuts at the
+optional stop strings and strips — OpenUnlearning's ``eval_text_similarity``. EOS ids are the
+tokenizer's EOS plus the model's own ``generation_config.eos_token_id`` (e.g. Llama-3-Instruct's
+``<|eot_id|>`` and ``<|end_of_text|>``), which is what ``model.generate`` stops on in OpenUnlearning.
+
+Speed: both passes sort inputs by length (longest first, so an out-of-memory shows on the first batch)
+to cut padding, then restore the caller's order. Results do not depend on batch size or order beyond
+floating-point noise: right padding never reaches real positions under a causal mask, left padding is
+masked and positions come from the attention mask.
+"""
+
+from __future__ import annotations
+
+import copy
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from unlearnkit.data.batch import IGNORE_INDEX, Example, collate, collate_prompts
+from unlearnkit.losses import logits_of, sequence_logprob_from_logits
+from unlearnkit.metrics.text import cut_at_stop_strings
+
+
+def _device(model: Any) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except (StopIteration, AttributeError):
+        return torch.device("cpu")
+
+
+@contextmanager
+def _eval_mode(model: Any) -> Iterator[None]:
+    """Dropout off for the pass; the caller's train/eval mode is restored afterwards."""
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    try:
+        yield
+    finally:
+        if hasattr(model, "train"):
+            model.train(was_training)
+
+
+def _length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices sorted by decreasing length (stable), chunked into batches."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def _progress(batches: list, desc: str, enabled: bool):
+    if not enabled:
+        return batches
+    from tqdm.auto import tqdm
+
+    return tqdm(batches, desc=desc, total=len(batches))
+
+
+def score_examples(
+    model: Any, examples: list[Example], pad_id: int, batch_size: int = 32, progress: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """(summed_logprob (N,) float64, n_tokens (N,) int64) for `examples`, in their order.
+
+    Teacher-forced under ``torch.no_grad()`` in eval mode; right-padded batches of similar length.
+    ``model`` may be a causal LM or anything ``losses.logits_of`` accepts (e.g. a Reference).
+    """
+    n_tokens = np.array([sum(label != IGNORE_INDEX for label in e.labels) for e in examples], dtype=np.int64)
+    summed = np.zeros(len(examples), dtype=np.float64)
+    if not examples:
+        return summed, n_tokens
+    device = _device(model)
+    batches = _length_batches([len(e.input_ids) for e in examples], batch_size)
+    with torch.no_grad(), _eval_mode(model):
+        for indices in _progress(batches, "scoring", progress):
+            batch = collate([examples[i] for i in indices], pad_id).to(device)
+            values = sequence_logprob_from_logits(logits_of(model, batch), batch.labels)
+            summed[indices] = values.double().cpu().numpy()
+    return summed, n_tokens
+
+
+def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """The tokenizer's EOS id followed by any other EOS id in the model's generation config."""
+    ids: list[int] = []
+    candidates: list[Any] = [tokenizer.eos_token_id]
+    model_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    candidates += model_eos if isinstance(model_eos, (list, tuple)) else [model_eos]
+    for value in candidates:
+        if value is not None and int(value) not in ids:
+            ids.append(int(value))
+    return ids
+
+
+@contextmanager
+def _clean_generation_config(model: Any, config: Any) -> Iterator[None]:
+    """Swap in `config` as the model's default generation config for the duration of the pass.
+
+    ``generate`` fills every unset field from ``model.generation_config``, so a checkpoint shipping
+    ``do_sample=True, temperature=0.6`` (or a repetition penalty) would leak into "greedy" decoding.
+    Wrappers (PEFT) keep their own attribute and the base model's; both are swapped and restored.
+    """
+    owners = [model]
+    get_base = getattr(model, "get_base_model", None)
+    if callable(get_base) and get_base() is not model:
+        owners.append(get_base())
+    saved = [(owner, owner.generation_config) for owner in owners if hasattr(owner, "generation_config")]
+    for owner, _ in saved:
+        owner.generation_config = copy.deepcopy(config)
+    try:
+        yield
+    finally:
+        for owner, original in saved:
+            owner.generation_config = original
+
+
+def generate_greedy(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[list[int]],
+    max_new_tokens: int = 200,
+    batch_size: int = 32,
+    stop_strings: Sequence[str] = (),
+    progress: bool = False,
+) -> list[str]:
+    """Greedy continuation text of each prompt (token ids, BOS included), in the prompts' order."""
+    from transformers import GenerationConfig
+
+    if any(len(prompt) == 0 for prompt in prompts):
+        raise ValueError("generate_greedy got an empty prompt; every prompt needs at least one token (e.g. BOS)")
+    eos_ids = eos_token_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos_ids[0] if eos_ids else None)
+    if pad_id is None:
+        raise ValueError("the tokenizer has neither a pad token nor an EOS token; set tokenizer.pad_token first")
+    config = GenerationConfig(
+        do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, use_cache=True,
+        eos_token_id=eos_ids or None, pad_token_id=pad_id,
+    )
+    texts: list[str] = [""] * len(prompts)
+    if not prompts:
+        return texts
+    device = _device(model)
+    stop_ids = set(eos_ids)
+    batches = _length_batches([len(p) for p in prompts], batch_size)
+    with torch.no_grad(), _eval_mode(model), _clean_generation_config(model, config):
+        for indices in _progress(batches, "generating", progress):
+            input_ids, attention_mask = collate_prompts([prompts[i] for i in indices], pad_id)
+            output = model.generate(
+                input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), generation_config=config
+            )
+            new_tokens = output[:, input_ids.shape[1]:].tolist()  # (B, ≤ max_new_tokens)
+            for row, index in enumerate(indices):
+                tokens = new_tokens[row]
+                end = next((k for k, token in enumerate(tokens) if token in stop_ids), len(tokens))
+                text = tokenizer.decode(tokens[:end], skip_special_tokens=True)
+                texts[index] = cut_at_stop_strings(text, stop_strings)
+    return texts

@@ -1,0 +1,233 @@
+"""`unlearn`: the command line. Every command turns user errors into one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import typer
+
+from unlearnkit.errors import UnlearnError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+    help="Remove knowledge from language models, prove it is gone, and report.\n\n"
+         "Start with `unlearn run`: it unlearns part of the bundled tiny world (offline, CPU, minutes)"
+         " and prints a before/after table. Recipes are YAML; override any field as section.field=value.",
+)
+world_app = typer.Typer(help="The bundled tiny world: synthetic authors, a tokenizer, target and retain models.",
+                        no_args_is_help=True)
+app.add_typer(world_app, name="world")
+
+
+def friendly(fn: Callable) -> Callable:
+    """Run a command; UnlearnError -> 'error: ...' and exit 2; anything unexpected -> one line and exit 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except UnlearnError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted; nothing was written to the output directory", err=True)
+            raise typer.Exit(130) from None
+        except Exception as err:  # a bug, not a user error: one line, traceback on request
+            if os.environ.get("UNLEARN_DEBUG"):
+                traceback.print_exc()
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            typer.echo(f"internal error: {type(err).__name__}: {first} (set UNLEARN_DEBUG=1 for the traceback;"
+                       " please report it)", err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _split_recipe(recipe: Optional[str], overrides: Optional[List[str]]) -> tuple[Optional[str], list[str]]:
+    overrides = list(overrides or [])
+    if recipe is not None and "=" in recipe:
+        return None, [recipe, *overrides]
+    return recipe, overrides
+
+
+@app.command()
+@friendly
+def run(
+    recipe: Optional[str] = typer.Argument(None, help="Recipe name (see `unlearn ls recipes`) or a .yaml path."
+                                           " Default: recipes/default.yaml, the tiny world."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="Field overrides: method.name=grad_diff train.lr=1e-4"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: the recipe's output_dir)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+):
+    """Unlearn with a recipe, evaluate before and after, write DIR/report.{json,md} and DIR/model."""
+    from unlearnkit.pipeline import run as run_pipeline
+    from unlearnkit.recipe import load_recipe
+    from unlearnkit.report import print_table
+
+    name, overrides = _split_recipe(recipe, overrides)
+    loaded = load_recipe(name, overrides)
+    report = run_pipeline(loaded, out, progress=not quiet, log=lambda m: typer.echo(m, err=True))
+    print_table(report)
+    typer.echo(f"wrote {report['output_dir']}/report.json, report.md and model/ "
+               f"(total {report['timings']['total']} s)")
+
+
+@app.command("eval")
+@friendly
+def eval_cmd(
+    model: str = typer.Option(..., "--model", "-m", help="Local model dir or hub id; world:target / world:retain."),
+    benchmark: str = typer.Option("tofu", "--benchmark", "-b", help="tofu or world."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory for eval.json and eval.md."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Local TOFU folder (else the hub, locuslab/TOFU)."),
+    forget_split: Optional[str] = typer.Option(None, "--forget-split", help="forget01 | forget05 | forget10 (tofu)."),
+    retain_model: Optional[str] = typer.Option(None, "--retain-model", help="Retain model for forget quality."),
+    retain_logs: Optional[str] = typer.Option(None, "--retain-logs", help="eval.json of a retain-model evaluation."),
+    fmt: str = typer.Option("openunlearning", "--format", help="openunlearning (Question:/Answer: tags) | chat | llama2_chat."),
+    dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16."),
+    max_new_tokens: int = typer.Option(200, "--max-new-tokens", help="Generation length for ROUGE."),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Evaluate one model on a benchmark (TOFU metrics exactly as OpenUnlearning defines them)."""
+    from unlearnkit.checkpoint import atomic_dir
+    from unlearnkit.data.formats import get_format
+    from unlearnkit.evaluate import evaluate_model, load_benchmark, retain_truth_ratios
+    from unlearnkit.pipeline import _load_start_model
+    from unlearnkit.recipe import validate_recipe
+    from unlearnkit.report import fmt_value
+    from unlearnkit.world.build import cache_root
+
+    data = {"benchmark": benchmark, "format": fmt}
+    if data_dir:
+        data["data_dir"] = data_dir
+    if forget_split:
+        data["forget_split"] = forget_split
+    elif benchmark == "tofu":
+        data["forget_split"] = "forget10"
+    recipe = validate_recipe({"model": {"name": model, "dtype": dtype}, "data": data,
+                              "eval": {"retain_model": retain_model, "retain_logs": retain_logs,
+                                       "max_new_tokens": max_new_tokens, "batch_size": batch_size}}, "eval options")
+    get_format(fmt)
+    bench = load_benchmark(recipe.data, recipe.world, log=lambda m: typer.echo(m, err=True), progress=not quiet)
+    loaded, tokenizer = _load_start_model(recipe, bench)
+    trs = retain_truth_ratios(bench, recipe, get_format(fmt), cache_root(None), not quiet)
+    result = evaluate_model(loaded, tokenizer, bench, get_format(fmt), recipe.eval, trs, not quiet)
+    result["model"], result["benchmark"] = model, benchmark
+    with atomic_dir(out) as tmp:
+        (tmp / "eval.json").write_text(json.dumps(result, indent=2))
+        lines = ["| metric | value |", "|---|---|"] + [f"| {k} | {fmt_value(v)} |" for k, v in result["metrics"].items()]
+        (tmp / "eval.md").write_text(f"# {model} on {benchmark}\n\n" + "\n".join(lines) + "\n")
+    for key, value in result["metrics"].items():
+        typer.echo(f"{key:28s} {fmt_value(value)}")
+    typer.echo(f"wrote {out}/eval.json and eval.md")
+
+
+@app.command("ls")
+@friendly
+def ls(what: str = typer.Argument("methods", help="methods | recipes | formats")):
+    """List registered components or recipes, with one line of description each."""
+    from unlearnkit.data.formats import PRESETS
+    from unlearnkit.recipe import list_recipes
+    from unlearnkit.registry import METHODS, did_you_mean
+
+    if what == "methods":
+        for name in METHODS.names():
+            typer.echo(f"{name:14s} {METHODS.describe(name)}")
+    elif what == "recipes":
+        from unlearnkit.recipe import find_recipe, _read_yaml
+
+        for name in list_recipes():
+            typer.echo(f"{name:24s} {_read_yaml(find_recipe(name)).get('description', '')}")
+    elif what == "formats":
+        for name, fmt in PRESETS.items():
+            typer.echo(f"{name:16s} {type(fmt).__doc__.strip().splitlines()[0]}")
+    else:
+        raise UnlearnError(f"unknown list '{what}';{did_you_mean(what, ['methods', 'recipes', 'formats'])}"
+                           " valid: methods, recipes, formats")
+
+
+@app.command()
+@friendly
+def show(recipe: Optional[str] = typer.Argument(None), overrides: Optional[List[str]] = typer.Argument(None)):
+    """Print a recipe fully resolved (base, overrides and method defaults applied)."""
+    import yaml
+
+    from unlearnkit.recipe import load_recipe
+
+    name, overrides = _split_recipe(recipe, overrides)
+    typer.echo(yaml.safe_dump(load_recipe(name, overrides).resolved(), sort_keys=False).rstrip())
+
+
+@app.command()
+@friendly
+def validate(recipes: Optional[List[str]] = typer.Argument(None, help="Recipes to check (default: all).")):
+    """Check recipes against the schema (fields, types, method names and fields)."""
+    from unlearnkit.recipe import list_recipes, load_recipe
+
+    names = list(recipes or list_recipes())
+    failures = 0
+    for name in names:
+        try:
+            load_recipe(name)
+            typer.echo(f"ok     {name}")
+        except UnlearnError as err:
+            failures += 1
+            typer.echo(f"error  {name}: {err}", err=True)
+    if failures:
+        raise typer.Exit(2)
+
+
+@world_app.command("build")
+@friendly
+def world_build(cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Default: $UNLEARNKIT_CACHE or ~/.cache/unlearnkit."),
+                seed: int = typer.Option(0, "--seed"), force: bool = typer.Option(False, "--force", help="Rebuild even if cached."),
+                size: str = typer.Option("default", "--size", help="default | small (6 authors, builds in seconds).")):
+    """Generate the tiny world and train its target and retain models (cached)."""
+    from unlearnkit.world.build import build_world, load_world
+
+    art = None if force else load_world(cache_dir, seed, size)
+    if art is None:
+        art = build_world(cache_dir, seed, log=lambda m: typer.echo(m, err=True), size=size)
+    _print_world(art)
+
+
+@world_app.command("info")
+@friendly
+def world_info(cache_dir: Optional[str] = typer.Option(None, "--cache-dir"), seed: int = typer.Option(0, "--seed"),
+               size: str = typer.Option("default", "--size", help="default | small.")):
+    """Show the cached tiny world: sizes and how well the target memorised (greedy exact match)."""
+    from unlearnkit.world.build import load_world, world_dir
+
+    art = load_world(cache_dir, seed, size)
+    if art is None:
+        raise UnlearnError(f"no tiny world is built at {world_dir(cache_dir, seed, size)};"
+                           f" run `unlearn world build{'' if size == 'default' else ' --size ' + size}`")
+    _print_world(art)
+
+
+def _print_world(art) -> None:
+    info = art.info
+    typer.echo(f"tiny world at {art.root}")
+    typer.echo("rows: " + ", ".join(f"{k} {v}" for k, v in info["sizes"].items()))
+    for which in ("target", "retain"):
+        m = info[which]
+        typer.echo(f"{which:7s} greedy exact match: forget {m['exact_match_forget']:.2f}, retain {m['exact_match_retain']:.2f}"
+                   f"  (final loss {m['final_loss']:.3f}, {m['steps']} steps, {m['parameters']:,} parameters)")
+    typer.echo(f"built in {info['build_seconds']} s")
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    app()
+
+
+if __name__ == "__main__":
+    main()

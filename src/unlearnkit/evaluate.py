@@ -1,0 +1,124 @@
+"""Evaluation entry points: which data a benchmark uses, and cached reference evaluations.
+
+`load_benchmark` turns the recipe's `data:` section into evaluation splits (TOFU schema) and
+training rows, for the bundled tiny world or for TOFU (hub `locuslab/TOFU` or a local folder).
+
+Forget quality needs the *retain model's* per-sample forget truth ratios. They come from
+`eval.retain_logs` (a JSON written by an earlier evaluation), or from evaluating
+`eval.retain_model` once and caching the result; for the tiny world the retain model is part of
+the world. The starting model's own evaluation on the tiny world is cached the same way, so a
+repeated `unlearn run` only evaluates the unlearned model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from unlearnkit.checkpoint import write_text_atomic
+from unlearnkit.errors import UnlearnError
+
+EVAL_VERSION = "1"  # bump when metric code changes, to invalidate cached evaluations
+
+
+@dataclass
+class BenchmarkData:
+    name: str
+    splits: Any  # .forget .retain .real_authors .world_facts (.holdout): TOFU-schema rows
+    train_forget: list[dict]
+    train_retain: list[dict]
+    world: Any = None  # WorldArtifacts for the tiny world
+
+
+def load_benchmark(data_cfg, world_cfg, log: Callable[[str], None] = print, progress: bool = True) -> BenchmarkData:
+    if data_cfg.benchmark == "world":
+        from unlearnkit.world.build import ensure_world
+
+        if data_cfg.forget_split != "forget":
+            raise UnlearnError(f"the tiny world has one forget split, 'forget' (got '{data_cfg.forget_split}');"
+                               " remove data.forget_split or set data.benchmark=tofu")
+        art = ensure_world(world_cfg.cache_dir, world_cfg.seed, progress=progress, log=log, size=world_cfg.size)
+        return BenchmarkData("world", art.world, art.world.forget, art.world.retain, art)
+    from unlearnkit.data.tofu import load_tofu
+
+    splits = load_tofu(data_cfg.forget_split, data_cfg.data_dir)
+    return BenchmarkData("tofu", splits, splits.forget, splits.retain_train or splits.retain)
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps([EVAL_VERSION, *parts], sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def evaluate_model(model, tokenizer, bench: BenchmarkData, fmt, eval_cfg, retain_truth_ratios=None,
+                   progress: bool = True) -> dict:
+    """Run the TOFU suite (metrics + per-sample values) on `bench`'s splits."""
+    from unlearnkit.benchmarks.tofu import evaluate_tofu
+
+    result = evaluate_tofu(model, tokenizer, bench.splits, fmt, batch_size=eval_cfg.batch_size,
+                           max_new_tokens=eval_cfg.max_new_tokens, retain_truth_ratios=retain_truth_ratios,
+                           progress=progress)
+    return result.to_dict()
+
+
+def _cached(path: Path, compute: Callable[[], dict]) -> dict:
+    if path.is_file():
+        return json.loads(path.read_text())
+    value = compute()
+    write_text_atomic(path, json.dumps(value))
+    return value
+
+
+def world_model_eval(bench: BenchmarkData, which: str, fmt_name: str, fmt, eval_cfg, progress=True,
+                     retain_truth_ratios=None) -> dict:
+    """Evaluation of the world's target or retain model, computed once per settings and cached."""
+    from unlearnkit.models import load_model, load_tokenizer
+
+    art = bench.world
+    key = _key(which, fmt_name, getattr(fmt, "system", ""), eval_cfg.max_new_tokens, retain_truth_ratios is not None)
+
+    def compute() -> dict:
+        path = str(art.model_dir(which))
+        return evaluate_model(load_model(path), load_tokenizer(path), bench, fmt, eval_cfg,
+                              retain_truth_ratios, progress)
+
+    return _cached(art.root / "evals" / f"{which}-{key}.json", compute)
+
+
+def truth_ratios_from_logs(path: str | Path) -> list[float]:
+    """Forget truth ratios from a JSON written by `unlearn eval` / `unlearn run` (or any JSON with
+    a top-level `forget_truth_ratios` list)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UnlearnError(f"eval.retain_logs: {path} does not exist; give the eval.json of a retain-model evaluation")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UnlearnError(f"eval.retain_logs: {path} is not valid JSON ({err})") from None
+    for candidate in (data, data.get("after", {}) if isinstance(data, dict) else {}):
+        if isinstance(candidate, dict) and isinstance(candidate.get("forget_truth_ratios"), list):
+            return [float(x) for x in candidate["forget_truth_ratios"]]
+    raise UnlearnError(f"eval.retain_logs: {path} has no 'forget_truth_ratios' list; write it with "
+                       "`unlearn eval --model RETAIN_MODEL --out DIR` and pass DIR/eval.json")
+
+
+def retain_truth_ratios(bench: BenchmarkData, recipe, fmt, cache_root: Path, progress=True) -> list[float] | None:
+    """The retain model's forget truth ratios for forget quality (None when there is no retain model)."""
+    if recipe.eval.retain_logs:
+        return truth_ratios_from_logs(recipe.eval.retain_logs)
+    if bench.name == "world" and not recipe.eval.retain_model:
+        return world_model_eval(bench, "retain", recipe.data.format, fmt, recipe.eval, progress)["forget_truth_ratios"]
+    if not recipe.eval.retain_model:
+        return None
+    from unlearnkit.models import load_model, load_tokenizer
+
+    name = recipe.eval.retain_model
+    key = _key(name, bench.name, recipe.data.forget_split, recipe.data.format, recipe.eval.max_new_tokens)
+
+    def compute() -> dict:
+        model = load_model(name, dtype=recipe.model.dtype, trust_remote_code=recipe.model.trust_remote_code)
+        return evaluate_model(model, load_tokenizer(name), bench, fmt, recipe.eval, None, progress)
+
+    return _cached(cache_root / "retain_evals" / f"{key}.json", compute)["forget_truth_ratios"]

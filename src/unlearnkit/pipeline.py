@@ -1,0 +1,126 @@
+"""`run(recipe)`: load → evaluate before → unlearn → evaluate after → report. Nothing else.
+
+Everything is written into a temporary sibling of the output directory and renamed into place
+at the end, so a failed run leaves nothing half-written (and a previous run's output stays
+intact until the new one is complete).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Callable
+
+from unlearnkit.errors import UnlearnError
+from unlearnkit.recipe import Recipe
+
+
+def _load_start_model(recipe: Recipe, bench):
+    from unlearnkit.models import load_model, load_tokenizer
+
+    name = recipe.model.name
+    if name.startswith("world:"):
+        if bench.world is None:
+            raise UnlearnError(f"model '{name}' is the tiny world's model; it needs data.benchmark=world")
+        name = str(bench.world.model_dir(name.split(":", 1)[1]))
+    model = load_model(name, dtype=recipe.model.dtype, revision=recipe.model.revision,
+                       trust_remote_code=recipe.model.trust_remote_code,
+                       attn_implementation=recipe.model.attn_implementation)
+    tokenizer = load_tokenizer(recipe.model.tokenizer or name, revision=recipe.model.revision,
+                               trust_remote_code=recipe.model.trust_remote_code)
+    return model, tokenizer
+
+
+def build_training_data(recipe: Recipe, method, bench, tokenizer, fmt):
+    """Tokenise forget rows (+ paired retain rows, + IDK view) for `method`."""
+    from unlearnkit.data.pairing import UnlearnData, encode_rows, idk_view
+    from unlearnkit.data.tofu import load_idk
+
+    max_len = recipe.data.max_length
+    forget = encode_rows(bench.train_forget, tokenizer, fmt, max_length=max_len)
+    retain = encode_rows(bench.train_retain, tokenizer, fmt, max_length=max_len) if method.needs_retain() else None
+    extra = {}
+    if "idk" in method.extra_views:
+        extra["idk"] = idk_view(bench.train_forget, tokenizer, fmt, load_idk(recipe.data.idk_file), recipe.seed,
+                                max_length=max_len)
+    return UnlearnData(forget, retain, extra, pad_id=tokenizer.pad_token_id)
+
+
+def run(recipe: Recipe, out_dir: str | os.PathLike | None = None, *, progress: bool = True,
+        log: Callable[[str], None] = print) -> dict:
+    """Unlearn and evaluate as the recipe says; returns the report (also written to out_dir)."""
+    from unlearnkit.checkpoint import atomic_dir, save_model
+    from unlearnkit.data.formats import get_format
+    from unlearnkit.evaluate import evaluate_model, load_benchmark, retain_truth_ratios, world_model_eval
+    from unlearnkit.models import LoraSpec, merge_lora, wrap_lora
+    from unlearnkit.report import write_report
+    from unlearnkit.train import TrainConfig, train
+    from unlearnkit.world.build import cache_root
+
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = round(now - clock, 2)
+        clock = now
+
+    out = Path(out_dir or recipe.output_dir)
+    method = recipe.build_method()
+    fmt = get_format(recipe.data.format, recipe.data.system_prompt)
+    bench = load_benchmark(recipe.data, recipe.world, log=log, progress=progress)
+    lap("load_data_and_world")
+    model, tokenizer = _load_start_model(recipe, bench)
+    data = build_training_data(recipe, method, bench, tokenizer, fmt)
+    lap("load_model")
+
+    retain_trs = retain_truth_ratios(bench, recipe, fmt, cache_root(recipe.world.cache_dir), progress)
+    before = None
+    if recipe.eval.before:
+        log("evaluating the starting model")
+        if bench.name == "world" and recipe.model.name.startswith("world:"):
+            before = world_model_eval(bench, recipe.model.name.split(":", 1)[1], recipe.data.format, fmt,
+                                      recipe.eval, progress, retain_trs)
+        else:
+            before = evaluate_model(model, tokenizer, bench, fmt, recipe.eval, retain_trs, progress)
+    lap("evaluate_before")
+
+    with atomic_dir(out) as tmp:
+        if recipe.model.lora is not None:
+            model = wrap_lora(model, LoraSpec(**recipe.model.lora.model_dump()))
+        cfg = TrainConfig(seed=recipe.seed, progress=progress, **recipe.train.model_dump())
+        log(f"unlearning with {method.registry_name} on {len(data.forget)} forget examples")
+        result = train(model, method, data, cfg, out_dir=tmp)
+        lap("unlearn")
+        model = merge_lora(result.model)
+        save_model(model, tokenizer, tmp / "model")
+        lap("save_model")
+        log("evaluating the unlearned model")
+        after = evaluate_model(model, tokenizer, bench, fmt, recipe.eval, retain_trs, progress)
+        lap("evaluate_after")
+        report = {
+            "method": method.registry_name,
+            "benchmark": bench.name,
+            "model": recipe.model.name,
+            "before": before["metrics"] if before else None,
+            "after": after["metrics"],
+            "train": {"steps": result.steps, "stopped": result.stopped, "seconds": round(result.seconds, 2),
+                      "trainable_params": result.trainable_params, "total_params": result.total_params,
+                      "trainable_fraction": result.trainable_params / max(result.total_params, 1),
+                      "first_loss": result.losses[0] if result.losses else None,
+                      "last_loss": result.losses[-1] if result.losses else None},
+            "trainable_params": result.trainable_params,
+            "trainable_fraction": result.trainable_params / max(result.total_params, 1),
+            "timings": timings,
+            "recipe": recipe.resolved(),
+            "environment": {"python": platform.python_version(), "platform": platform.platform()},
+            "per_sample": {"before": before["per_sample"] if before else None, "after": after["per_sample"]},
+            "forget_truth_ratios": after["forget_truth_ratios"],
+        }
+        timings["total"] = round(sum(v for k, v in timings.items() if k != "total"), 2)
+        write_report(report, tmp)
+    report["output_dir"] = str(out)
+    return report

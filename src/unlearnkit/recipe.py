@@ -1,0 +1,229 @@
+"""Recipes: YAML files validated against a typed schema, with `a.b=c` command-line overrides.
+
+A recipe selects components and sets fields; nothing else (no interpolation, no import paths).
+`base: other.yaml` inherits one level. Unknown keys, names and wrong types are `UnlearnError`s
+that name the field, suggest the near miss and list what is valid.
+
+    model:   {name: world:target}              # or a hub id / local dir: meta-llama/Llama-3.2-1B-Instruct
+    data:    {benchmark: world, format: openunlearning}
+    method:  {name: npo, beta: 0.1}
+    train:   {epochs: 5, lr: 1.0e-3, batch_size: 8}
+    eval:    {max_new_tokens: 48}
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from unlearnkit.errors import UnlearnError
+from unlearnkit.registry import METHODS, did_you_mean
+
+RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LoraSection(_Section):
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list[str] | str = "all-linear"
+
+
+class ModelSection(_Section):
+    name: str = "world:target"  # "world:target" (the bundled tiny world) or a hub id / local dir
+    tokenizer: str | None = None  # defaults to `name`
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    revision: str | None = None
+    trust_remote_code: bool = False
+    attn_implementation: str | None = None
+    lora: LoraSection | None = None
+
+
+class DataSection(_Section):
+    benchmark: Literal["world", "tofu"] = "world"
+    forget_split: str = "forget"  # world: forget; tofu: forget01 | forget05 | forget10
+    data_dir: str | None = None  # tofu: local folder with the TOFU json files (else the hub)
+    format: str = "openunlearning"  # openunlearning | chat | llama2_chat
+    system_prompt: str = ""
+    max_length: int = 512
+    idk_file: str | None = None  # one "I don't know" answer per line (TOFU's idontknow.jsonl)
+
+
+class TrainSection(_Section):
+    steps: int | None = None
+    epochs: float = 5.0
+    lr: float = 1e-5
+    batch_size: int = 8
+    grad_accum: int = 1
+    warmup_steps: int = 0
+    scheduler: Literal["constant", "linear", "cosine"] = "constant"
+    weight_decay: float = 0.0
+    max_grad_norm: float | None = 1.0
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    log_every: int = 1
+    save_every: int = 0
+    resume_from: str | None = None
+
+
+class EvalSection(_Section):
+    before: bool = True  # evaluate the starting model too (cached for the tiny world)
+    batch_size: int = 32
+    max_new_tokens: int = 200
+    retain_model: str | None = None  # tofu: the retain model (hub id or dir) for forget quality
+    retain_logs: str | None = None  # or a report/eval JSON holding its forget truth ratios
+
+
+class WorldSection(_Section):
+    cache_dir: str | None = None  # default: $UNLEARNKIT_CACHE or ~/.cache/unlearnkit
+    seed: int = 0
+    size: Literal["default", "small"] = "default"  # small: 6 authors, 2-layer model, builds in seconds
+
+
+class Recipe(_Section):
+    model: ModelSection = Field(default_factory=ModelSection)
+    data: DataSection = Field(default_factory=DataSection)
+    method: dict[str, Any] = Field(default_factory=lambda: {"name": "npo"})
+    train: TrainSection = Field(default_factory=TrainSection)
+    eval: EvalSection = Field(default_factory=EvalSection)
+    world: WorldSection = Field(default_factory=WorldSection)
+    seed: int = 0
+    output_dir: str = "runs/default"
+    description: str = ""
+
+    def method_fields(self) -> dict[str, Any]:
+        return {k: v for k, v in self.method.items() if k != "name"}
+
+    def build_method(self):
+        if "name" not in self.method:
+            raise UnlearnError(f"method needs a name; valid: {', '.join(METHODS.names())}")
+        return METHODS.build(self.method["name"], **self.method_fields())
+
+    def resolved(self) -> dict[str, Any]:
+        """The fully resolved recipe, method defaults included (what `unlearn show` prints)."""
+        data = self.model_dump(mode="json")
+        name = self.method.get("name")
+        if name:
+            data["method"] = {"name": name, **METHODS.fields(name), **self.method_fields()}
+            data["method"] = yaml.safe_load(yaml.safe_dump(data["method"]))  # tuples -> lists
+        return data
+
+
+def find_recipe(name: str | None) -> Path:
+    """A recipe path from a file path or a name under recipes/ ('default', 'tofu/npo')."""
+    name = name or "default"
+    candidates = [Path(name), Path("recipes") / name, RECIPES_DIR / name]
+    for base in candidates:
+        for path in (base, base.with_suffix(".yaml")):
+            if path.is_file():
+                return path
+    known = list_recipes()
+    raise UnlearnError(f"recipe '{name}' not found;{did_you_mean(name, known)} known recipes: "
+                       f"{', '.join(known) or '(none)'}; or give a path to a .yaml file")
+
+
+def list_recipes() -> list[str]:
+    if not RECIPES_DIR.is_dir():
+        return []
+    return sorted(str(p.relative_to(RECIPES_DIR).with_suffix("")) for p in RECIPES_DIR.rglob("*.yaml"))
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise UnlearnError(f"{path}: not valid YAML ({str(err).splitlines()[0]}); fix the file") from None
+    if not isinstance(data, dict):
+        raise UnlearnError(f"{path}: a recipe must be a mapping of sections (model:, method:, ...)")
+    return data
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "method":
+            out[key] = _merge(out[key], value)
+        elif key == "method" and isinstance(value, dict) and isinstance(out.get(key), dict):
+            same = value.get("name", out[key].get("name")) == out[key].get("name")
+            out[key] = {**out[key], **value} if same else copy.deepcopy(value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def apply_override(data: dict[str, Any], override: str) -> None:
+    """Set `a.b=c` in the raw recipe dict; `c` is parsed as YAML (numbers, lists, null)."""
+    if "=" not in override:
+        raise UnlearnError(f"override '{override}' must look like section.field=value (e.g. method.beta=0.05)")
+    path, raw = override.split("=", 1)
+    keys = path.strip().split(".")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    node = data
+    for key in keys[:-1]:
+        if not isinstance(node.get(key), dict):
+            node[key] = {}
+        node = node[key]
+    if keys == ["method", "name"] and value != data.get("method", {}).get("name"):
+        data["method"] = {}  # another method: drop fields that belonged to the old one
+        node = data["method"]
+    node[keys[-1]] = value
+
+
+def _friendly(err: ValidationError, source: str) -> UnlearnError:
+    first = err.errors()[0]
+    loc = [str(p) for p in first["loc"]]
+    where = ".".join(loc)
+    if first["type"] == "extra_forbidden":
+        section_model: Any = Recipe
+        for part in loc[:-1]:
+            field = section_model.model_fields.get(part)
+            ann = getattr(field, "annotation", None)
+            section_model = next((a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type)
+                                  and issubclass(a, BaseModel)), None)
+            if section_model is None:
+                break
+        valid = list(section_model.model_fields) if section_model is not None else []
+        return UnlearnError(f"{source}: unknown field '{where}';{did_you_mean(loc[-1], valid)}"
+                            f" valid fields here: {', '.join(valid)}")
+    return UnlearnError(f"{source}: field '{where}' {first['msg'].lower()} (got {first.get('input')!r})")
+
+
+def load_recipe(name: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read, inherit (`base:`), override and validate a recipe; the method is validated too."""
+    path = find_recipe(name)
+    data = _read_yaml(path)
+    if "base" in data:
+        base_path = (path.parent / data.pop("base")).resolve()
+        if not base_path.is_file():
+            raise UnlearnError(f"{path}: base recipe {base_path} does not exist")
+        base = _read_yaml(base_path)
+        if "base" in base:
+            raise UnlearnError(f"{base_path}: only one level of 'base:' is allowed")
+        data = _merge(base, data)
+    for override in overrides:
+        apply_override(data, override)
+    return validate_recipe(data, str(path))
+
+
+def validate_recipe(data: dict[str, Any], source: str = "recipe") -> Recipe:
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as err:
+        raise _friendly(err, source) from None
+    if not isinstance(recipe.method, dict):
+        raise UnlearnError(f"{source}: method must be a mapping like {{name: npo, beta: 0.1}}")
+    try:
+        recipe.build_method()
+    except UnlearnError as err:
+        raise UnlearnError(f"{source}: {err}") from None
+    return recipe

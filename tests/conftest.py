@@ -1,0 +1,162 @@
+"""Shared fixtures: a tiny Llama built in code, int-token toy data, a one-call trainer, golden files.
+
+Everything here is offline and small enough for 2 CPU cores. `pytest --update-golden` rewrites
+the files under tests/golden/; without the flag a missing or different golden file fails.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import random
+from pathlib import Path
+from typing import Any, Callable
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # before any Hugging Face import
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from unlearnkit.data.batch import IGNORE_INDEX, Example, UnlearnBatch  # noqa: E402
+from unlearnkit.data.pairing import UnlearnData, epoch_batches  # noqa: E402
+
+torch.set_num_threads(2)
+
+GOLDEN_DIR = Path(__file__).parent / "golden"
+
+# Token ids of the toy vocabulary (64). Forget, retain and IDK answers use disjoint ranges, so
+# learning the retain answers does not also teach the forget answers (and vice versa).
+VOCAB_SIZE = 64
+PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
+PROMPT_TOKENS = range(3, 16)
+IDK_TOKENS = range(16, 19)
+FORGET_TOKENS = range(19, 41)
+RETAIN_TOKENS = range(41, 64)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--update-golden", action="store_true", default=False,
+                     help="rewrite tests/golden/*.json from this run instead of comparing")
+
+
+class Golden:
+    """Compare a list of numbers with tests/golden/<name>.json (or rewrite it with --update-golden)."""
+
+    def __init__(self, root: Path, update: bool):
+        self.root = root
+        self.update = update
+
+    def check(self, name: str, values, atol: float) -> None:
+        values = [float(v) for v in values]
+        path = self.root / f"{name}.json"
+        if self.update:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"values": values}, indent=1) + "\n")
+            return
+        if not path.exists():
+            pytest.fail(f"golden file {path} is missing; run pytest with --update-golden to create it")
+        expected = json.loads(path.read_text())["values"]
+        assert len(values) == len(expected), f"{name}: {len(values)} values, golden has {len(expected)}"
+        bad = [(i, v, e) for i, (v, e) in enumerate(zip(values, expected))
+               if not (math.isfinite(v) and abs(v - e) <= atol)]
+        assert not bad, (f"{name} differs from {path.name} (atol {atol}) at (index, got, golden): {bad[:5]};"
+                         " if the change is intended, rerun with --update-golden")
+
+
+@pytest.fixture
+def golden(request: pytest.FixtureRequest) -> Golden:
+    return Golden(GOLDEN_DIR, request.config.getoption("--update-golden"))
+
+
+def make_example(prompt: list[int], answer: list[int]) -> Example:
+    """BOS + prompt + answer + EOS; BOS and prompt unlabelled, answer and EOS labelled."""
+    ids = [BOS_ID, *prompt, *answer, EOS_ID]
+    labels = [IGNORE_INDEX] * (1 + len(prompt)) + [*answer, EOS_ID]
+    return Example(tuple(ids), tuple(labels))
+
+
+def make_toy_data(n_forget: int = 8, n_retain: int = 8, seed: int = 0) -> UnlearnData:
+    rng = random.Random(seed)
+
+    def prompt() -> list[int]:
+        return [rng.choice(PROMPT_TOKENS) for _ in range(rng.randint(2, 4))]
+
+    def answer(tokens: range) -> list[int]:
+        return [rng.choice(tokens) for _ in range(rng.randint(2, 5))]
+
+    forget_prompts = [prompt() for _ in range(n_forget)]
+    forget = [make_example(p, answer(FORGET_TOKENS)) for p in forget_prompts]
+    retain = [make_example(prompt(), answer(RETAIN_TOKENS)) for _ in range(n_retain)]
+    idk = [make_example(p, list(IDK_TOKENS)[: rng.randint(2, 3)]) for p in forget_prompts]
+    return UnlearnData(forget=forget, retain=retain, extra={"idk": idk}, pad_id=PAD_ID)
+
+
+@pytest.fixture(scope="session")
+def _tiny_model_master():
+    from unlearnkit.models import tiny_llama
+
+    return tiny_llama(vocab_size=VOCAB_SIZE, hidden=32, layers=2, heads=2, seed=0).eval()
+
+
+@pytest.fixture
+def tiny_model(_tiny_model_master):
+    """A fresh copy per test (cheap), so no test can leak changes into another."""
+    return copy.deepcopy(_tiny_model_master)
+
+
+@pytest.fixture(scope="session")
+def _fitted_model_master(_tiny_model_master, toy_data):
+    from unlearnkit.methods.finetune import Finetune
+    from unlearnkit.train import TrainConfig, train
+
+    # Fit forget and retain answers (forget NLL ≈ log 64 → ≈ 1): a model that knows what it must forget.
+    both = UnlearnData(forget=toy_data.forget + toy_data.retain, pad_id=toy_data.pad_id)
+    cfg = TrainConfig(steps=20, lr=1e-2, batch_size=8, progress=False)
+    return train(copy.deepcopy(_tiny_model_master), Finetune(), both, cfg).model
+
+
+@pytest.fixture
+def fitted_model(_fitted_model_master):
+    """The tiny model fine-tuned for 20 steps on the toy forget + retain answers (a fresh copy)."""
+    return copy.deepcopy(_fitted_model_master)
+
+
+@pytest.fixture(scope="session")
+def toy_data() -> UnlearnData:
+    return make_toy_data()
+
+
+@pytest.fixture(scope="session")
+def toy_batch(toy_data) -> UnlearnBatch:
+    return next(epoch_batches(toy_data, batch_size=4, epoch=0, seed=0))
+
+
+@pytest.fixture
+def train_tiny(_tiny_model_master, toy_data) -> Callable[..., Any]:
+    """train_tiny(method, steps, model=None, data=None, out_dir=None, **cfg) -> TrainResult.
+
+    Trains a deep copy of `model` (default: the tiny model) with lr 1e-3, batch 4, no progress bar.
+    """
+    from unlearnkit.train import TrainConfig, train
+
+    def run(method, steps: int, *, model=None, data=None, out_dir=None, **cfg):
+        settings = {"progress": False, "lr": 1e-3, "batch_size": 4, **cfg, "steps": steps}
+        return train(copy.deepcopy(model if model is not None else _tiny_model_master), method,
+                     data if data is not None else toy_data, TrainConfig(**settings), out_dir=out_dir)
+
+    return run
+
+
+@pytest.fixture(name="make_example", scope="session")
+def _make_example_fixture() -> Callable[[list[int], list[int]], Example]:
+    """`make_example(prompt, answer)` for tests (pytest's importlib mode cannot import conftest)."""
+    return make_example
+
+
+@pytest.fixture(name="make_toy_data", scope="session")
+def _make_toy_data_fixture() -> Callable[..., UnlearnData]:
+    """`make_toy_data(n_forget, n_retain, seed)`: more toy data built like `toy_data`."""
+    return make_toy_data

@@ -1,0 +1,19 @@
+"""Ten-step loss curves of every registered method on the tiny model, against tests/golden/.
+
+A change in any method, in losses.py, in the data stream or in the trainer shows up here.
+If the change is intended: `pytest tests/methods/test_golden.py --update-golden` and commit the
+rewritten tests/golden/<method>_tiny_10.json.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from unlearnkit.registry import METHODS
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_ten_step_loss_curve_matches_golden(name, train_tiny, golden):
+    run = train_tiny(METHODS.build(name), steps=10)
+    assert len(run.losses) == 10
+    golden.check(f"{name}_tiny_10", run.losses, atol=1e-4)

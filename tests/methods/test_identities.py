@@ -1,0 +1,118 @@
+"""Exact identities of the method objectives (no tolerances beyond float rounding).
+
+At the start of training the model equals its reference, so every log-ratio is 0:
+NPO and DPO forget terms are (2/β)·log 2 and the KL retain term is 0. GD with retain weight 0 is
+GA; IDK with retain weight 0 is the NLL of the IDK view; SimNPO on a model whose every token has
+NLL log V is −(2/β)·log σ(β·(log V − δ)).
+"""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from unlearnkit.errors import UnlearnError
+from unlearnkit.losses import nll
+from unlearnkit.methods.dpo import DPO
+from unlearnkit.methods.grad_ascent import GradAscent
+from unlearnkit.methods.grad_diff import GradDiff
+from unlearnkit.methods.idk import IDK
+from unlearnkit.methods.npo import NPO
+from unlearnkit.methods.simnpo import SimNPO
+from unlearnkit.reference import Reference
+from unlearnkit.registry import METHODS
+
+
+@pytest.mark.parametrize("beta", [0.1, 0.5, 2.0])
+def test_npo_forget_term_is_two_over_beta_log2_when_reference_is_the_model(tiny_model, toy_batch, beta):
+    ref = Reference.from_model(tiny_model)
+    out = NPO(beta=beta, retain_weight=0.0).loss(tiny_model, toy_batch, ref)
+    assert out.parts["forget"].item() == pytest.approx(2 / beta * math.log(2), abs=1e-5)
+    assert out.parts["log_ratio"].item() == pytest.approx(0.0, abs=1e-5)
+    assert out.total.item() == pytest.approx(2 / beta * math.log(2), abs=1e-5)
+
+
+def test_npo_forget_term_with_a_cached_reference_after_release(tiny_model, toy_data, toy_batch):
+    # The trainer precomputes reference log-probs on differently padded batches, then drops the copy.
+    from unlearnkit.data.batch import collate
+
+    ref = Reference.from_model(tiny_model)
+    ref.precompute([collate(toy_data.forget, toy_data.pad_id)])
+    ref.release()
+    out = NPO(beta=0.1, retain_weight=0.0).loss(tiny_model, toy_batch, ref)
+    assert out.parts["forget"].item() == pytest.approx(20 * math.log(2), abs=1e-4)
+    assert (ref.misses, ref.hits) == (1, 1)
+
+
+@pytest.mark.parametrize("beta", [0.1, 1.0])
+def test_dpo_forget_term_is_two_over_beta_log2_at_start(tiny_model, toy_batch, beta):
+    ref = Reference.from_model(tiny_model)
+    out = DPO(beta=beta, retain_weight=0.0).loss(tiny_model, toy_batch, ref)
+    assert out.parts["forget"].item() == pytest.approx(2 / beta * math.log(2), abs=1e-5)
+    assert out.parts["margin"].item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_grad_diff_with_retain_weight_zero_is_grad_ascent(tiny_model, toy_batch):
+    ga = GradAscent().loss(tiny_model, toy_batch, None)
+    gd = GradDiff(retain_weight=0.0).loss(tiny_model, toy_batch, None)
+    assert gd.total.item() == pytest.approx(ga.total.item(), abs=1e-7)
+    assert ga.total.item() == pytest.approx(-nll(tiny_model, toy_batch.forget).item(), abs=1e-7)
+    assert gd.parts["retain"].item() > 0  # the retain term exists, it is just weighted 0
+    grads = []
+    for out in (ga, gd):
+        tiny_model.zero_grad()
+        out.total.backward()
+        grads.append([p.grad.clone() for p in tiny_model.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+
+
+class UniformModel(nn.Module):
+    """All-zero logits: every token has probability 1/V, so every per-token NLL is log V."""
+
+    def __init__(self, vocab: int):
+        super().__init__()
+        self.vocab = vocab
+
+    def forward(self, input_ids, attention_mask=None):
+        return SimpleNamespace(logits=torch.zeros(*input_ids.shape, self.vocab))
+
+
+@pytest.mark.parametrize("beta,delta", [(4.5, 0.0), (2.5, 1.0)])
+def test_simnpo_forget_term_from_a_known_mean_nll(toy_batch, beta, delta):
+    vocab = 64
+    mean_nll = math.log(vocab)  # the same for every row, whatever its length
+    expected = -(2 / beta) * math.log(1 / (1 + math.exp(-beta * (mean_nll - delta))))
+    out = SimNPO(beta=beta, delta=delta, retain_weight=0.0).loss(UniformModel(vocab), toy_batch, None)
+    assert out.parts["forget_mean_nll"].item() == pytest.approx(mean_nll, abs=1e-6)
+    assert out.parts["forget"].item() == pytest.approx(expected, abs=1e-6)
+    assert out.total.item() == pytest.approx(0.125 * expected, abs=1e-6)  # forget_weight default 0.125
+
+
+def test_idk_with_retain_weight_zero_is_the_nll_of_the_idk_view(tiny_model, toy_batch):
+    out = IDK(retain_weight=0.0).loss(tiny_model, toy_batch, None)
+    assert out.total.item() == pytest.approx(nll(tiny_model, toy_batch.extra["idk"]).item(), abs=1e-7)
+    assert out.total.item() != pytest.approx(nll(tiny_model, toy_batch.forget).item(), abs=1e-3)
+
+
+@pytest.mark.parametrize("name", ["grad_diff", "npo", "simnpo", "dpo", "idk"])
+def test_kl_retain_term_is_zero_at_start(name, tiny_model, toy_batch):
+    method = METHODS.build(name, retain_loss="kl")
+    assert method.needs_reference() == "model"  # KL needs full reference outputs, not cached log-probs
+    out = method.loss(tiny_model, toy_batch, Reference.from_model(tiny_model))
+    assert out.parts["retain"].item() == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("cls", [GradDiff, NPO, SimNPO, DPO, IDK])
+def test_unknown_retain_loss_is_a_user_error(cls):
+    with pytest.raises(UnlearnError, match="retain_loss.*nll, kl.*'mse'"):
+        cls(retain_loss="mse")
+
+
+def test_unknown_retain_loss_through_the_registry_is_a_user_error():
+    with pytest.raises(UnlearnError, match="retain_loss"):
+        METHODS.build("npo", retain_loss="mse")
