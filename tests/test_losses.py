@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -125,7 +125,7 @@ def logits_and_labels(draw):
     return logits, labels, torch.tensor(perm, dtype=torch.long)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(logits_and_labels())
 def test_batch_order_permutes_rows_and_leaves_batch_means_unchanged(case):
     logits, labels, perm = case
@@ -141,7 +141,7 @@ def test_batch_order_permutes_rows_and_leaves_batch_means_unchanged(case):
                                kl_to_reference(logits, ref, mask))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(logits_and_labels(), st.integers(1, 4), st.integers(0, 2**31 - 1))
 def test_appending_right_padding_changes_nothing(case, extra, seed):
     logits, labels, _ = case

@@ -67,11 +67,17 @@ def test_accumulation_equals_one_big_batch_when_micro_batches_hold_equal_token_c
     assert_same_tensors(accumulated, big, atol=1e-7, rtol=1e-4)
     assert_same_tensors(big, direct, atol=1e-7, rtol=1e-4)
 
-    # And so the first update (AdamW step 1 ≈ lr·sign(grad)) is the same too.
+    # And so is the first update, lr·g/(|g| + eps) for AdamW's first step. Where |g| is near eps
+    # that ratio amplifies rounding, so compare only coordinates with |g| well above it.
     after = [load_file(str(tmp_path / d / "checkpoints" / "step-1" / "trainer_state.safetensors"))
              for d in ("accum", "big")]
-    params = {k: v for k, v in after[0].items() if k.startswith("param.")}
-    assert params and all(torch.allclose(v, after[1][k], atol=1e-6, rtol=0) for k, v in params.items())
+    compared = 0
+    for i, (name, start) in enumerate(tiny_model.named_parameters()):
+        clear = big[f"optim.{i}.exp_avg"].abs() > 1e-5
+        updates = [state[f"param.{name}"] - start.detach() for state in after]
+        torch.testing.assert_close(updates[0][clear], updates[1][clear], atol=1e-7, rtol=1e-3)
+        compared += int(clear.sum())
+    assert compared > 0.8 * sum(p.numel() for p in tiny_model.parameters())  # most of the model
 
 
 def test_accumulation_averages_micro_batch_means_when_token_counts_differ(
@@ -177,8 +183,9 @@ def test_resume_from_a_checkpoint_matches_the_uninterrupted_run(tiny_model, trai
     assert not torch.equal(named_params(full.model)["lm_head.weight"], tiny_model.lm_head.weight)
 
 
-def test_resume_with_lora_matches_the_uninterrupted_run(tiny_model, train_tiny, tmp_path):
-    lora = wrap_lora(tiny_model, LoraSpec(r=4))
+def test_resume_with_lora_and_dropout_matches_the_uninterrupted_run(tiny_model, train_tiny, tmp_path):
+    # Dropout draws from the torch RNG: the checkpoint must carry its state for an exact resume.
+    lora = wrap_lora(tiny_model, LoraSpec(r=4, dropout=0.1))
     full = train_tiny(METHODS.build("grad_diff"), 4, model=lora, save_every=2, out_dir=tmp_path / "full",
                       **RESUME_CFG)
     resumed = train_tiny(METHODS.build("grad_diff"), 4, model=lora, out_dir=tmp_path / "resumed",
@@ -207,7 +214,7 @@ def test_checkpoint_holds_safetensors_and_json_only(lora, tiny_model, train_tiny
     assert not {f for f in files if Path(f).suffix in PICKLE_SUFFIXES}, files
     state = load_file(str(checkpoints / "step-1" / "trainer_state.safetensors"))
     params = [k for k in state if k.startswith("param.")]
-    assert params and all(("lora_" in k) == lora or not lora for k in params)
+    assert params and (not lora or all("lora_" in k for k in params))  # LoRA: adapter weights only
     assert any(k.endswith(".exp_avg_sq") for k in state)
     meta = json.loads((checkpoints / "step-1" / "trainer_state.json").read_text())
     assert meta["step"] == 1 and len(meta["history"]) == 1

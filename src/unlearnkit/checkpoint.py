@@ -1,10 +1,10 @@
 """Checkpoints and atomic output.
 
 A checkpoint directory holds the model as `save_pretrained` writes it (safetensors; for LoRA
-only the adapter) plus `trainer_state.safetensors` (trainable parameters and AdamW moments, so
-a resumed run continues exactly) and `trainer_state.json` (step, log, LR schedule). Nothing is
-pickled. Directories and files are written under a temporary name and renamed into place, so
-a crash never leaves something that looks complete.
+only the adapter) plus `trainer_state.safetensors` (trainable parameters, AdamW moments and the
+torch RNG state for dropout, so a resumed run continues exactly) and `trainer_state.json` (step,
+log, LR schedule). Nothing is pickled. Directories and files are written under a temporary name
+and renamed into place, so a crash never leaves something that looks complete.
 """
 
 from __future__ import annotations
@@ -71,6 +71,10 @@ def save_checkpoint(path: str | Path, model: nn.Module, optimizer, scheduler, st
     for idx, state in opt_state["state"].items():
         for key, value in state.items():
             tensors[f"optim.{idx}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    tensors["rng.cpu"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        for i, rng in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = rng
     meta = {"step": step, "history": history, "scheduler": scheduler.state_dict(),
             "param_groups": opt_state["param_groups"]}
     with atomic_dir(path) as tmp:
@@ -106,5 +110,10 @@ def load_trainer_state(path: str | Path, model: nn.Module, optimizer, scheduler)
             _, idx, name = key.split(".", 2)
             state.setdefault(int(idx), {})[name] = value
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    if "rng.cpu" in tensors:
+        torch.set_rng_state(tensors["rng.cpu"])
+    cuda_rng = [tensors[f"rng.cuda.{i}"] for i in range(torch.cuda.device_count()) if f"rng.cuda.{i}" in tensors]
+    if cuda_rng and len(cuda_rng) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda_rng)
     scheduler.load_state_dict(meta["scheduler"])
     return int(meta["step"]), list(meta["history"])

@@ -94,6 +94,7 @@ def eval_cmd(
     dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16."),
     max_new_tokens: int = typer.Option(200, "--max-new-tokens", help="Generation length for ROUGE."),
     batch_size: int = typer.Option(32, "--batch-size"),
+    world_size: str = typer.Option("default", "--world-size", help="Tiny world to evaluate on (world): default | small."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
     """Evaluate one model on a benchmark (TOFU metrics exactly as OpenUnlearning defines them)."""
@@ -114,7 +115,8 @@ def eval_cmd(
         data["forget_split"] = "forget10"
     recipe = validate_recipe({"model": {"name": model, "dtype": dtype}, "data": data,
                               "eval": {"retain_model": retain_model, "retain_logs": retain_logs,
-                                       "max_new_tokens": max_new_tokens, "batch_size": batch_size}}, "eval options")
+                                       "max_new_tokens": max_new_tokens, "batch_size": batch_size},
+                              "world": {"size": world_size}}, "eval options")
     get_format(fmt)
     bench = load_benchmark(recipe.data, recipe.world, log=lambda m: typer.echo(m, err=True), progress=not quiet)
     loaded, tokenizer = _load_start_model(recipe, bench)
@@ -208,8 +210,10 @@ def world_info(cache_dir: Optional[str] = typer.Option(None, "--cache-dir"), see
 
     art = load_world(cache_dir, seed, size)
     if art is None:
+        flags = ("" if size == "default" else f" --size {size}") + (f" --seed {seed}" if seed else "") \
+            + (f" --cache-dir {cache_dir}" if cache_dir else "")
         raise UnlearnError(f"no tiny world is built at {world_dir(cache_dir, seed, size)};"
-                           f" run `unlearn world build{'' if size == 'default' else ' --size ' + size}`")
+                           f" run `unlearn world build{flags}`")
     _print_world(art)
 
 
@@ -226,6 +230,9 @@ def _print_world(art) -> None:
 
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # transformers' own per-file progress bars and load reports drown ours; errors still show
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     app()
 
 

@@ -112,7 +112,7 @@ class Recipe(_Section):
         name = self.method.get("name")
         if name:
             data["method"] = {"name": name, **METHODS.fields(name), **self.method_fields()}
-            data["method"] = yaml.safe_load(yaml.safe_dump(data["method"]))  # tuples -> lists
+            data["method"] = yaml.safe_load(yaml.safe_dump(data["method"], sort_keys=False))  # tuples -> lists
         return data
 
 
@@ -125,6 +125,9 @@ def find_recipe(name: str | None) -> Path:
             if path.is_file():
                 return path
     known = list_recipes()
+    if "." in name and not name.endswith((".yaml", ".yml")):
+        raise UnlearnError(f"recipe '{name}' not found; to override a field write section.field=value"
+                           f" (e.g. {name}=...), or give a recipe name first: unlearn run default {name}=...")
     raise UnlearnError(f"recipe '{name}' not found;{did_you_mean(name, known)} known recipes: "
                        f"{', '.join(known) or '(none)'}; or give a path to a .yaml file")
 
@@ -223,7 +226,9 @@ def validate_recipe(data: dict[str, Any], source: str = "recipe") -> Recipe:
     if not isinstance(recipe.method, dict):
         raise UnlearnError(f"{source}: method must be a mapping like {{name: npo, beta: 0.1}}")
     try:
-        recipe.build_method()
+        method = recipe.build_method()
     except UnlearnError as err:
         raise UnlearnError(f"{source}: {err}") from None
+    # keep the validated (type-coerced) values, so `show` and report.json record 1e-4 as a number
+    recipe.method = {"name": recipe.method["name"], **{k: getattr(method, k) for k in recipe.method_fields()}}
     return recipe

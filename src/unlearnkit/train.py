@@ -145,7 +145,9 @@ def train(model: nn.Module, method: UnlearningMethod, data: UnlearnData, cfg: Tr
     log_file = None
     if out_dir is not None and accelerator.is_main_process:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-        log_file = open(Path(out_dir) / "train_log.jsonl", "a" if cfg.resume_from else "w")
+        log_file = open(Path(out_dir) / "train_log.jsonl", "w")
+        for record in result.history:  # a resumed run rewrites the log up to its checkpoint
+            log_file.write(json.dumps(record) + "\n")
     bar = tqdm(total=total, initial=first_step, desc=f"{getattr(method, 'registry_name', 'train')}",
                disable=not (cfg.progress and accelerator.is_main_process), leave=False, dynamic_ncols=True)
     model.train()

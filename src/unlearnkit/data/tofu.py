@@ -75,7 +75,7 @@ def _find_split_file(name: str, directory: Path) -> Path:
     """The split's file; a missing one is an error listing the splits that are there."""
     if not directory.is_dir():
         raise UnlearnError(
-            f"TOFU data directory {directory} does not exist; pass --data-dir pointing at a folder "
+            f"TOFU data directory {directory} does not exist; pass --data-dir (or data.data_dir= in a recipe) pointing at a folder "
             f"with TOFU's split files (forget10_perturbed.json, retain_perturbed.json, ...)"
         )
     if (path := _split_file(name, directory)) is not None:
@@ -87,7 +87,7 @@ def _find_split_file(name: str, directory: Path) -> Path:
         f"TOFU split {name!r} not found in {directory} (looked for {name}.json and {name}.jsonl); "
         + (f"did you mean {hint!r}? " if hint else "")
         + f"present: {', '.join(present) or 'no split files'}; "
-        f"pass --data-dir pointing at a folder that holds {name}.json"
+        f"pass --data-dir (or data.data_dir= in a recipe) pointing at a folder that holds {name}.json"
     )
 
 
@@ -158,7 +158,7 @@ def load_split(
         raise UnlearnError(
             f"could not load TOFU split {name!r} from the Hugging Face hub ({hub_id}): "
             f"{type(err).__name__}: {reason}; the hub may be unreachable: download the TOFU files "
-            f"and pass --data-dir pointing at the folder that holds {name}.json"
+            f"and pass --data-dir (or data.data_dir= in a recipe) pointing at the folder that holds {name}.json"
         ) from err
     rows = dataset.to_list()
     return _check_rows(name, rows, [None] * len(rows), f"{hub_id}/{name}")
