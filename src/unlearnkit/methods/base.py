@@ -47,3 +47,35 @@ class UnlearningMethod:
 
     def loss(self, model: nn.Module, batch: UnlearnBatch, ref) -> LossOutput:  # pragma: no cover
         raise NotImplementedError
+
+
+@dataclass
+class RetainRegularised(UnlearningMethod):
+    """Base for objectives of the form  L = γ·L_forget + α·L_retain.
+
+    γ = `forget_weight`, α = `retain_weight`; L_retain is NLL on retain data or KL(π_ref ‖ π_θ)
+    (`retain_loss`, see `methods/retain.py`). A KL retain term needs the full reference model.
+    """
+
+    forget_weight: float = 1.0
+    retain_weight: float = 1.0
+    retain_loss: str = "nll"  # nll | kl
+    uses_retain: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        from unlearnkit.methods.retain import check_retain_loss
+
+        check_retain_loss(self.retain_loss)
+
+    def needs_reference(self) -> str | None:
+        return "model" if self.retain_loss == "kl" else self.reference
+
+    def combine(self, forget: torch.Tensor, model: nn.Module, batch: UnlearnBatch, ref,
+                **logged: torch.Tensor) -> LossOutput:
+        """γ·forget + α·retain, with both terms (and `logged` extras) as parts."""
+        from unlearnkit.methods.retain import retain_term
+
+        retain = retain_term(self.retain_loss, model, batch, ref)
+        total = self.forget_weight * forget + self.retain_weight * retain
+        return LossOutput(total, {"forget": forget, "retain": retain,
+                                  **{k: v.detach() for k, v in logged.items()}})

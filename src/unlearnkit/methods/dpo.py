@@ -18,28 +18,18 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 
 from unlearnkit.losses import sequence_logprob
-from unlearnkit.methods.base import LossOutput, UnlearningMethod
-from unlearnkit.methods.retain import check_retain_loss, retain_term
+from unlearnkit.methods.base import RetainRegularised
 from unlearnkit.registry import METHODS
 
 
 @METHODS.register("dpo")
 @dataclass
-class DPO(UnlearningMethod):
+class DPO(RetainRegularised):
     """DPO preferring an "I don't know" answer over the forget answer."""
 
     beta: float = 0.1
-    forget_weight: float = 1.0
-    retain_weight: float = 1.0
-    retain_loss: str = "nll"  # nll | kl
-    uses_retain = True
     extra_views = ("idk",)
-
-    def __post_init__(self):
-        check_retain_loss(self.retain_loss)
-
-    def needs_reference(self):
-        return "model" if self.retain_loss == "kl" else "logprobs"
+    reference = "logprobs"  # cached once for the fixed forget and IDK sequences
 
     def loss(self, model, batch, ref):
         idk = batch.extra["idk"]
@@ -47,6 +37,4 @@ class DPO(UnlearningMethod):
         rejected = sequence_logprob(model, batch.forget) - sequence_logprob(ref, batch.forget)
         margin = self.beta * (chosen - rejected)
         forget = -(2 / self.beta) * F.logsigmoid(margin).mean()
-        retain = retain_term(self.retain_loss, model, batch, ref)
-        total = self.forget_weight * forget + self.retain_weight * retain
-        return LossOutput(total, {"forget": forget, "retain": retain, "margin": margin.mean().detach()})
+        return self.combine(forget, model, batch, ref, margin=margin.mean())

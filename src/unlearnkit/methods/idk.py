@@ -12,30 +12,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from unlearnkit.losses import nll
-from unlearnkit.methods.base import LossOutput, UnlearningMethod
-from unlearnkit.methods.retain import check_retain_loss, retain_term
+from unlearnkit.methods.base import RetainRegularised
 from unlearnkit.registry import METHODS
 
 
 @METHODS.register("idk")
 @dataclass
-class IDK(UnlearningMethod):
+class IDK(RetainRegularised):
     """Fine-tune forget questions towards "I don't know" answers, plus retain NLL."""
 
-    forget_weight: float = 1.0
-    retain_weight: float = 1.0
-    retain_loss: str = "nll"  # nll | kl
-    uses_retain = True
     extra_views = ("idk",)
-
-    def __post_init__(self):
-        check_retain_loss(self.retain_loss)
-
-    def needs_reference(self):
-        return "model" if self.retain_loss == "kl" else None
 
     def loss(self, model, batch, ref):
         idk_nll = nll(model, batch.extra["idk"])
-        retain = retain_term(self.retain_loss, model, batch, ref)
-        total = self.forget_weight * idk_nll + self.retain_weight * retain
-        return LossOutput(total, {"idk_nll": idk_nll, "retain": retain})
+        return self.combine(idk_nll, model, batch, ref, idk_nll=idk_nll)

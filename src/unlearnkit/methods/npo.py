@@ -20,31 +20,19 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 
 from unlearnkit.losses import sequence_logprob
-from unlearnkit.methods.base import LossOutput, UnlearningMethod
-from unlearnkit.methods.retain import check_retain_loss, retain_term
+from unlearnkit.methods.base import RetainRegularised
 from unlearnkit.registry import METHODS
 
 
 @METHODS.register("npo")
 @dataclass
-class NPO(UnlearningMethod):
+class NPO(RetainRegularised):
     """Negative Preference Optimization against the frozen starting model."""
 
     beta: float = 0.1
-    forget_weight: float = 1.0
-    retain_weight: float = 1.0
-    retain_loss: str = "nll"  # nll | kl
-    uses_retain = True
-
-    def __post_init__(self):
-        check_retain_loss(self.retain_loss)
-
-    def needs_reference(self):
-        return "model" if self.retain_loss == "kl" else "logprobs"
+    reference = "logprobs"  # cached once for the fixed forget set
 
     def loss(self, model, batch, ref):
         log_ratio = sequence_logprob(model, batch.forget) - sequence_logprob(ref, batch.forget)
         forget = (2 / self.beta) * F.softplus(self.beta * log_ratio).mean()
-        retain = retain_term(self.retain_loss, model, batch, ref)
-        total = self.forget_weight * forget + self.retain_weight * retain
-        return LossOutput(total, {"forget": forget, "retain": retain, "log_ratio": log_ratio.mean().detach()})
+        return self.combine(forget, model, batch, ref, log_ratio=log_ratio.mean())

@@ -16,32 +16,20 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 
 from unlearnkit.losses import sequence_logprob
-from unlearnkit.methods.base import LossOutput, UnlearningMethod
-from unlearnkit.methods.retain import check_retain_loss, retain_term
+from unlearnkit.methods.base import RetainRegularised
 from unlearnkit.registry import METHODS
 
 
 @METHODS.register("simnpo")
 @dataclass
-class SimNPO(UnlearningMethod):
+class SimNPO(RetainRegularised):
     """Reference-free NPO on length-normalised log-probs, with a margin δ."""
 
     beta: float = 4.5
     delta: float = 0.0
     forget_weight: float = 0.125
-    retain_weight: float = 1.0
-    retain_loss: str = "nll"  # nll | kl
-    uses_retain = True
-
-    def __post_init__(self):
-        check_retain_loss(self.retain_loss)
-
-    def needs_reference(self):
-        return "model" if self.retain_loss == "kl" else None
 
     def loss(self, model, batch, ref):
         mean_nll = -sequence_logprob(model, batch.forget, mean=True)
         forget = -(2 / self.beta) * F.logsigmoid(self.beta * (mean_nll - self.delta)).mean()
-        retain = retain_term(self.retain_loss, model, batch, ref)
-        total = self.forget_weight * forget + self.retain_weight * retain
-        return LossOutput(total, {"forget": forget, "retain": retain, "forget_mean_nll": mean_nll.mean().detach()})
+        return self.combine(forget, model, batch, ref, forget_mean_nll=mean_nll.mean())
