@@ -155,6 +155,26 @@ def test_eval_of_world_target_matches_before(first_run, tmp_path, env):
         assert evaluated["metrics"][key] == pytest.approx(report["before"][key], abs=1e-6), key
 
 
+def test_forget_quality_from_retain_model_and_from_retain_logs(first_run, tmp_path, env):
+    """--retain-model (evaluated once, cached) and --retain-logs (an earlier eval.json) give the same
+    forget quality as the run, which took the world's retain model."""
+    out, report, _ = first_run
+    common = ["eval", "--model", str(out / "model"), "--benchmark", "world", "--world-size", "small",
+              "--max-new-tokens", "40", "--batch-size", "64", "-q"]
+    retain_eval = tmp_path / "retain_eval"
+    result = CliRunner().invoke(app, ["eval", "--model", "world:retain", "--benchmark", "world", "--world-size",
+                                      "small", "--max-new-tokens", "40", "--out", str(retain_eval), "-q"], env=env)
+    assert result.exit_code == 0, (result.output, result.exception)
+    for extra in (["--retain-model", "world:retain"], ["--retain-logs", str(retain_eval / "eval.json")]):
+        result = CliRunner().invoke(app, [*common, *extra, "--out", str(tmp_path / extra[0][2:])], env=env)
+        assert result.exit_code == 0, (extra, result.output, result.exception)
+        metrics = json.loads((tmp_path / extra[0][2:] / "eval.json").read_text())["metrics"]
+        assert metrics["forget_quality"] == pytest.approx(report["after"]["forget_quality"], abs=1e-9), extra
+    missing = CliRunner().invoke(app, [*common, "--retain-logs", str(tmp_path / "nope.json"),
+                                       "--out", str(tmp_path / "x")], env=env)
+    assert missing.exit_code == 2 and "retain_logs" in missing.output and not (tmp_path / "x").exists()
+
+
 # ------------------------------------------------------------------------------------- the cache
 
 

@@ -115,6 +115,10 @@ def retain_truth_ratios(bench: BenchmarkData, recipe, fmt, cache_root: Path, pro
     from unlearnkit.models import load_model, load_tokenizer
 
     name = recipe.eval.retain_model
+    if name.startswith("world:"):
+        if bench.world is None:
+            raise UnlearnError(f"eval.retain_model '{name}' is a tiny-world model; it needs data.benchmark=world")
+        name = str(bench.world.model_dir(name.split(":", 1)[1]))
     key = _key(name, bench.name, recipe.data.forget_split, recipe.data.format, recipe.eval.max_new_tokens)
 
     def compute() -> dict:
