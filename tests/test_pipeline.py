@@ -260,3 +260,33 @@ def test_eval_world_model_on_tofu_runs_end_to_end(first_run, tmp_path, env):
         assert is_number(metrics[key]), key
     assert metrics["forget_quality"] is None  # no retain model given
     assert len(evaluated["forget_truth_ratios"]) == 40  # TOFU forget01: 40 questions
+
+
+def test_run_on_real_tofu_files_with_a_local_model(first_run, tmp_path):
+    """`unlearn run` with data.benchmark=tofu: TOFU forget01/retain99 from local files, a model from a
+    local directory (the unlearned world model stands in for a TOFU-finetuned one), forget quality
+    against a retain model given by path."""
+    from unlearnkit.data.tofu import shared_tofu_dir
+
+    tofu = shared_tofu_dir()
+    if tofu is None or not (tofu / "forget01_perturbed.json").is_file():
+        pytest.skip("shared/data/tofu is not present")
+    out, _, _ = first_run
+    model = str(out / "model")
+    report = run(load_recipe("default", [f"model.name={model}", "data.benchmark=tofu", f"data.data_dir={tofu}",
+                                         "data.forget_split=forget01", "train.steps=2", "eval.max_new_tokens=4",
+                                         f"eval.retain_model={model}"]),
+                 tmp_path / "tofu_run", progress=False, log=lambda message: None)
+    assert report["benchmark"] == "tofu"
+    assert len(report["forget_truth_ratios"]) == 40
+    # the retain model is the starting model here, so before it is indistinguishable from it
+    assert report["before"]["forget_quality"] == pytest.approx(1.0)
+    assert 0 <= report["after"]["forget_quality"] <= 1
+
+
+def test_chat_format_runs_end_to_end(first_run, tmp_path):
+    """data.format=chat uses the tokenizer's chat template (the world tokenizer has one)."""
+    report = quiet_run(["data.format=chat", "train.steps=3", "eval.before=false"], tmp_path / "chat")
+    assert report["recipe"]["data"]["format"] == "chat"
+    assert report["before"] is None
+    assert is_number(report["after"]["forget_prob"])
