@@ -155,18 +155,27 @@ def train(model: nn.Module, method: UnlearningMethod, data: UnlearnData, cfg: Tr
     try:
         while step < total:
             sums: dict[str, float] = {}
-            for micro in range(cfg.grad_accum):
-                batch = next(stream).to(accelerator.device)
-                sync = micro == cfg.grad_accum - 1
-                ctx = accelerator.no_sync(model) if not sync else contextlib.nullcontext()
-                with ctx, accelerator.autocast():
-                    out = method.loss(model, batch, reference)
-                if not torch.isfinite(out.total.detach()):
-                    result.stopped = f"non-finite loss at step {step + 1}; kept the weights of step {step}"
-                    break
-                accelerator.backward(out.total / cfg.grad_accum)
-                for key, value in {"loss": out.total, **out.parts}.items():
-                    sums[key] = sums.get(key, 0.0) + float(value.detach()) / cfg.grad_accum
+            # every forward/backward of the step accumulates locally; gradients are averaged across
+            # ranks once at the end (what DDP would do), so a method's terms can be backpropagated
+            # one at a time: each term's activations are freed before the next term's forward
+            with accelerator.no_sync(model):
+                for _ in range(cfg.grad_accum):
+                    batch = next(stream).to(accelerator.device)
+                    with accelerator.autocast():
+                        terms = method.loss_terms(model, batch, reference)
+                        for term in terms:
+                            if not torch.isfinite(term.total.detach()):
+                                result.stopped = f"non-finite loss at step {step + 1}; kept the weights of step {step}"
+                                break
+                            accelerator.backward(term.total / cfg.grad_accum)
+                            for key, value in {"loss": term.total, **term.parts}.items():
+                                sums[key] = sums.get(key, 0.0) + float(value.detach()) / cfg.grad_accum
+                    if result.stopped:
+                        break
+            if _any_rank(bool(result.stopped), accelerator) and not result.stopped:
+                result.stopped = f"non-finite loss on another rank at step {step + 1}; kept the weights of step {step}"
+            if not result.stopped:
+                _average_gradients_across_ranks(params, accelerator)
             if result.stopped:
                 optimizer.zero_grad(set_to_none=True)
                 break
@@ -203,3 +212,26 @@ def train(model: nn.Module, method: UnlearningMethod, data: UnlearnData, cfg: Tr
     result.seconds = time.perf_counter() - start
     return result
 
+
+def _average_gradients_across_ranks(params: list[nn.Parameter], accelerator) -> None:
+    """Mean of each gradient over data-parallel ranks (a no-op in a single process)."""
+    if accelerator.num_processes == 1:
+        return
+    import torch.distributed as dist
+
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+        p.grad.div_(accelerator.num_processes)
+
+
+def _any_rank(flag: bool, accelerator) -> bool:
+    """True when `flag` is set on any data-parallel rank (so every rank stops together)."""
+    if accelerator.num_processes == 1:
+        return flag
+    import torch.distributed as dist
+
+    value = torch.tensor([1.0 if flag else 0.0], device=accelerator.device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())

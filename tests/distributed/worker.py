@@ -22,9 +22,9 @@ class RecordingGradDiff(GradDiff):
         super().__post_init__()
         self.seen: list[list[int]] = []
 
-    def loss(self, model, batch, ref):
+    def forget_loss(self, model, batch, ref):
         self.seen.append([int(row[row != 0].sum()) for row in batch.retain.input_ids])
-        return super().loss(model, batch, ref)
+        return super().forget_loss(model, batch, ref)
 
 
 def example(length: int, seed: int) -> Example:

@@ -116,3 +116,27 @@ def test_unknown_retain_loss_is_a_user_error(cls):
 def test_unknown_retain_loss_through_the_registry_is_a_user_error():
     with pytest.raises(UnlearnError, match="retain_loss"):
         METHODS.build("npo", retain_loss="mse")
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_loss_terms_sum_to_the_loss_and_its_gradient(name, fitted_model, toy_batch):
+    """The trainer backpropagates `loss_terms` one at a time; their sum must be `loss` exactly, in
+    value and in gradient (this is what lets the retain term's graph wait for the forget term's)."""
+    method = METHODS.build(name)
+    ref = Reference.from_model(fitted_model) if method.needs_reference() else None
+    params = [p for p in fitted_model.parameters() if p.requires_grad]
+
+    whole = method.loss(fitted_model, toy_batch, ref)
+    whole_grads = torch.autograd.grad(whole.total, params, allow_unused=True)
+
+    terms = list(method.loss_terms(fitted_model, toy_batch, ref))
+    assert len(terms) == (2 if method.needs_retain() else 1)
+    term_total = sum(t.total for t in terms)
+    term_grads = torch.autograd.grad(term_total, params, allow_unused=True)
+
+    assert term_total.item() == pytest.approx(whole.total.item(), rel=1e-6, abs=1e-6)
+    for g_whole, g_terms in zip(whole_grads, term_grads):
+        if g_whole is None:
+            assert g_terms is None or torch.count_nonzero(g_terms) == 0
+        else:
+            torch.testing.assert_close(g_terms, g_whole, rtol=1e-5, atol=1e-7)

@@ -13,7 +13,7 @@ them once, caches them and can drop the copy), or ``"model"`` (full outputs, e.g
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Iterable
+from typing import ClassVar, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -48,13 +48,22 @@ class UnlearningMethod:
     def loss(self, model: nn.Module, batch: UnlearnBatch, ref) -> LossOutput:  # pragma: no cover
         raise NotImplementedError
 
+    def loss_terms(self, model: nn.Module, batch: UnlearnBatch, ref) -> Iterator[LossOutput]:
+        """The objective as terms the trainer backpropagates one at a time (their sum is `loss`).
+
+        Backpropagating each term before computing the next frees its activations first, so peak
+        memory is the largest term's, not the sum. One term by default.
+        """
+        yield self.loss(model, batch, ref)
+
 
 @dataclass
 class RetainRegularised(UnlearningMethod):
     """Base for objectives of the form  L = γ·L_forget + α·L_retain.
 
-    γ = `forget_weight`, α = `retain_weight`; L_retain is NLL on retain data or KL(π_ref ‖ π_θ)
-    (`retain_loss`, see `methods/retain.py`). A KL retain term needs the full reference model.
+    Subclasses write `forget_loss` only. γ = `forget_weight`, α = `retain_weight`; L_retain is NLL on
+    retain data or KL(π_ref ‖ π_θ) (`retain_loss`, see `methods/retain.py`); a KL retain term needs
+    the full reference model. The trainer gets the two terms separately (`loss_terms`).
     """
 
     forget_weight: float = 1.0
@@ -70,12 +79,25 @@ class RetainRegularised(UnlearningMethod):
     def needs_reference(self) -> str | None:
         return "model" if self.retain_loss == "kl" else self.reference
 
-    def combine(self, forget: torch.Tensor, model: nn.Module, batch: UnlearnBatch, ref,
-                **logged: torch.Tensor) -> LossOutput:
-        """γ·forget + α·retain, with both terms (and `logged` extras) as parts."""
+    def forget_loss(self, model: nn.Module, batch: UnlearnBatch, ref) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """L_forget and extra values to log."""  # pragma: no cover
+        raise NotImplementedError
+
+    def _retain(self, model: nn.Module, batch: UnlearnBatch, ref) -> torch.Tensor:
         from unlearnkit.methods.retain import retain_term
 
-        retain = retain_term(self.retain_loss, model, batch, ref)
+        return retain_term(self.retain_loss, model, batch, ref)
+
+    def loss(self, model: nn.Module, batch: UnlearnBatch, ref) -> LossOutput:
+        """γ·L_forget + α·L_retain in one graph, with both terms (and logged extras) as parts."""
+        forget, logged = self.forget_loss(model, batch, ref)
+        retain = self._retain(model, batch, ref)
         total = self.forget_weight * forget + self.retain_weight * retain
-        return LossOutput(total, {"forget": forget, "retain": retain,
-                                  **{k: v.detach() for k, v in logged.items()}})
+        return LossOutput(total, {"forget": forget, "retain": retain, **{k: v.detach() for k, v in logged.items()}})
+
+    def loss_terms(self, model: nn.Module, batch: UnlearnBatch, ref) -> Iterator[LossOutput]:
+        forget, logged = self.forget_loss(model, batch, ref)
+        yield LossOutput(self.forget_weight * forget, {"forget": forget, **{k: v.detach() for k, v in logged.items()}})
+        if batch.retain is not None and self.retain_weight != 0:
+            retain = self._retain(model, batch, ref)
+            yield LossOutput(self.retain_weight * retain, {"retain": retain})

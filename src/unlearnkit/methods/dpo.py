@@ -31,10 +31,10 @@ class DPO(RetainRegularised):
     extra_views = ("idk",)
     reference = "logprobs"  # cached once for the fixed forget and IDK sequences
 
-    def loss(self, model, batch, ref):
+    def forget_loss(self, model, batch, ref):
         idk = batch.extra["idk"]
         chosen = sequence_logprob(model, idk) - sequence_logprob(ref, idk)
         rejected = sequence_logprob(model, batch.forget) - sequence_logprob(ref, batch.forget)
         margin = self.beta * (chosen - rejected)
         forget = -(2 / self.beta) * F.logsigmoid(margin).mean()
-        return self.combine(forget, model, batch, ref, margin=margin.mean())
+        return forget, {"margin": margin.mean()}

@@ -22,6 +22,6 @@ class GradDiff(RetainRegularised):
     """Gradient ascent on forget plus NLL (or KL) on retain."""
 
 
-    def loss(self, model, batch, ref):
+    def forget_loss(self, model, batch, ref):
         forget_nll = nll(model, batch.forget)
-        return self.combine(-forget_nll, model, batch, ref, forget_nll=forget_nll)
+        return -forget_nll, {"forget_nll": forget_nll}

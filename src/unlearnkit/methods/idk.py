@@ -23,6 +23,6 @@ class IDK(RetainRegularised):
 
     extra_views = ("idk",)
 
-    def loss(self, model, batch, ref):
+    def forget_loss(self, model, batch, ref):
         idk_nll = nll(model, batch.extra["idk"])
-        return self.combine(idk_nll, model, batch, ref, idk_nll=idk_nll)
+        return idk_nll, {"idk_nll": idk_nll}

@@ -32,7 +32,7 @@ class NPO(RetainRegularised):
     beta: float = 0.1
     reference = "logprobs"  # cached once for the fixed forget set
 
-    def loss(self, model, batch, ref):
+    def forget_loss(self, model, batch, ref):
         log_ratio = sequence_logprob(model, batch.forget) - sequence_logprob(ref, batch.forget)
         forget = (2 / self.beta) * F.softplus(self.beta * log_ratio).mean()
-        return self.combine(forget, model, batch, ref, log_ratio=log_ratio.mean())
+        return forget, {"log_ratio": log_ratio.mean()}

@@ -29,7 +29,7 @@ class SimNPO(RetainRegularised):
     delta: float = 0.0
     forget_weight: float = 0.125
 
-    def loss(self, model, batch, ref):
+    def forget_loss(self, model, batch, ref):
         mean_nll = -sequence_logprob(model, batch.forget, mean=True)
         forget = -(2 / self.beta) * F.logsigmoid(self.beta * (mean_nll - self.delta)).mean()
-        return self.combine(forget, model, batch, ref, forget_mean_nll=mean_nll.mean())
+        return forget, {"forget_mean_nll": mean_nll.mean()}
