@@ -8,7 +8,8 @@ Two kinds:
   appended when missing, labels = −100 on the first ``len(tokenize(prompt))`` tokens, so the loss
   covers the answer and the final EOS only. Numbers computed with it compare with its results.
 * `ChatFormat` renders the tokenizer's own chat template twice (full chat, and the prompt with
-  the generation prompt) and masks the prompt's length, as OpenUnlearning does for chat models.
+  the generation prompt) and masks the prompt's length, as OpenUnlearning does for chat models
+  (which does not truncate this path; we truncate to `max_length` here too).
 
 `few_shot` (question, answer) pairs are placed before the question with the same tags, each
 answer followed by `example_separator` ("\\n\\n" in OpenUnlearning).
