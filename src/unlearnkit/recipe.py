@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from unlearnkit.errors import UnlearnError
 from unlearnkit.registry import METHODS, did_you_mean
 
-RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"  # recipes/ at the repository root links here
 
 
 class _Section(BaseModel):
