@@ -160,3 +160,33 @@ def _make_example_fixture() -> Callable[[list[int], list[int]], Example]:
 def _make_toy_data_fixture() -> Callable[..., UnlearnData]:
     """`make_toy_data(n_forget, n_retain, seed)`: more toy data built like `toy_data`."""
     return make_toy_data
+
+
+# --------------------------------------------------------- end-to-end tests: one world cache per session
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """The session's world cache (same path for every test module, so each world is built once)."""
+    path = tmp_path_factory.getbasetemp() / "unlearnkit-cache"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def env(cache_dir) -> dict[str, str]:
+    """Environment for commands: the temporary cache, offline, one thread."""
+    return {"UNLEARNKIT_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+            "TOKENIZERS_PARALLELISM": "false", "UNLEARN_DEBUG": ""}
+
+
+@pytest.fixture(scope="module")
+def isolated_env(env):
+    """`env` for in-process commands too, restored after the module; torch on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        yield
+    torch.set_num_threads(threads)

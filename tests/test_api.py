@@ -15,7 +15,7 @@ def small_world(tmp_path_factory):
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    cache = tmp_path_factory.getbasetemp() / "unlearnkit-cache"  # shared with the pipeline tests
+    cache = tmp_path_factory.getbasetemp() / "unlearnkit-cache"  # the session cache (conftest: cache_dir)
     yield ensure_world(cache, size="small", progress=False, log=lambda message: None), cache
     torch.set_num_threads(threads)
 

@@ -28,33 +28,7 @@ METHOD_NAMES = {"dpo", "grad_ascent", "grad_diff", "idk", "npo", "simnpo"}
 # ---------------------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory) -> Path:
-    """The session's world cache (same path in every test module, so the world is built once)."""
-    path = tmp_path_factory.getbasetemp() / "unlearnkit-cache"
-    path.mkdir(exist_ok=True)
-    return path
-
-
-@pytest.fixture(scope="module")
-def env(cache_dir) -> dict[str, str]:
-    """Environment for commands: the temporary cache, offline, one thread."""
-    return {"UNLEARNKIT_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-            "TOKENIZERS_PARALLELISM": "false", "UNLEARN_DEBUG": ""}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _isolated(env):
-    """Set the environment for in-process commands too; torch on one thread (2 shared cores)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in env.items():
-            mp.setenv(key, value)
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("isolated_env")
 
 
 @pytest.fixture

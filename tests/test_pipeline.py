@@ -27,31 +27,7 @@ HEADLINE = ("forget_prob", "forget_rouge", "forget_truth_ratio", "forget_quality
 SMALL = "world.size=small"
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory) -> Path:
-    path = tmp_path_factory.getbasetemp() / "unlearnkit-cache"
-    path.mkdir(exist_ok=True)
-    return path
-
-
-@pytest.fixture(scope="module")
-def env(cache_dir) -> dict[str, str]:
-    return {"UNLEARNKIT_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-            "TOKENIZERS_PARALLELISM": "false"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _isolated(env):
-    """The temporary cache for in-process runs too; torch on one thread (2 shared cores)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in env.items():
-            mp.setenv(key, value)
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("isolated_env")
 
 
 @pytest.fixture(scope="module")

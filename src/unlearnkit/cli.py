@@ -100,7 +100,7 @@ def eval_cmd(
     """Evaluate one model on a benchmark (TOFU metrics exactly as OpenUnlearning defines them)."""
     from unlearnkit.checkpoint import atomic_dir
     from unlearnkit.data.formats import get_format
-    from unlearnkit.evaluate import evaluate_model, load_benchmark, retain_truth_ratios
+    from unlearnkit.evaluation import evaluate_model, load_benchmark, retain_truth_ratios
     from unlearnkit.pipeline import _load_start_model
     from unlearnkit.recipe import validate_recipe
     from unlearnkit.report import fmt_value

@@ -53,7 +53,7 @@ def run(recipe: Recipe, out_dir: str | os.PathLike | None = None, *, progress: b
     """Unlearn and evaluate as the recipe says; returns the report (also written to out_dir)."""
     from unlearnkit.checkpoint import atomic_dir, save_model
     from unlearnkit.data.formats import get_format
-    from unlearnkit.evaluate import evaluate_model, load_benchmark, retain_truth_ratios, world_model_eval
+    from unlearnkit.evaluation import evaluate_model, load_benchmark, retain_truth_ratios, world_model_eval
     from unlearnkit.models import LoraSpec, merge_lora, wrap_lora
     from unlearnkit.report import write_report
     from unlearnkit.train import TrainConfig, train
