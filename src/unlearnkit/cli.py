@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import sys
 import traceback
 from pathlib import Path
 from typing import Callable, List, Optional

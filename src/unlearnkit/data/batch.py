@@ -48,10 +48,10 @@ class TokenBatch:
 
     def row_keys(self) -> list[bytes]:
         """A content key per row (ids and labels of the unpadded sequence), for caches."""
+        ids, mask, labels = (t.cpu().numpy() for t in (self.input_ids, self.attention_mask, self.labels))
         keys = []
-        for ids, mask, labels in zip(self.input_ids, self.attention_mask, self.labels):
-            keep = mask.bool()
-            keys.append(ids[keep].cpu().numpy().tobytes() + b"|" + labels[keep].cpu().numpy().tobytes())
+        for row_ids, row_mask, row_labels in zip(ids, mask.astype(bool), labels):
+            keys.append(row_ids[row_mask].tobytes() + b"|" + row_labels[row_mask].tobytes())
         return keys
 
 
