@@ -91,7 +91,12 @@ def make_toy_data(n_forget: int = 8, n_retain: int = 8, seed: int = 0) -> Unlear
     forget = [make_example(p, answer(FORGET_TOKENS)) for p in forget_prompts]
     retain = [make_example(prompt(), answer(RETAIN_TOKENS)) for _ in range(n_retain)]
     idk = [make_example(p, list(IDK_TOKENS)[: rng.randint(2, 3)]) for p in forget_prompts]
-    return UnlearnData(forget=forget, retain=retain, extra={"idk": idk}, pad_id=PAD_ID)
+    # "generic" texts (dpo_generic_preferred's preferred side): bare text, every token after BOS supervised
+    generic = []
+    for _ in range(n_forget):
+        ids = [BOS_ID, *answer(RETAIN_TOKENS), EOS_ID]
+        generic.append(Example(tuple(ids), (IGNORE_INDEX, *ids[1:])))
+    return UnlearnData(forget=forget, retain=retain, extra={"idk": idk, "generic": generic}, pad_id=PAD_ID)
 
 
 @pytest.fixture(scope="session")

@@ -51,9 +51,17 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 
 def save_model(model: nn.Module, tokenizer, path: str | Path) -> None:
-    """`save_pretrained` (safetensors) of model and tokenizer, atomically."""
+    """`save_pretrained` (safetensors) of model and tokenizer, atomically.
+
+    Representation edits (GRUN) are written apart from the weights, as edits.safetensors +
+    edits.json (`unlearnkit.edits`); `models.load_model` re-attaches them.
+    """
+    from unlearnkit.edits import edits_detached, save_edits
+
     with atomic_dir(path) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        with edits_detached(model):
+            model.save_pretrained(tmp, safe_serialization=True)
+        save_edits(model, tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
 

@@ -78,3 +78,13 @@ def kl_to_reference(logits: torch.Tensor, ref_logits: torch.Tensor, attention_ma
     per_position = (ref_logp.exp() * (ref_logp - logp)).sum(-1)  # (B, T)
     mask = attention_mask.to(per_position.dtype)
     return (per_position * mask).sum() / mask.sum().clamp(min=1)
+
+
+def masked_mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over masked tokens and hidden dims of (a − b)²; a, b (B, T, d) (b may broadcast), mask (B, T).
+
+    RMU's MSE is the mean over tokens and hidden dims; the mask keeps padding out of it.
+    """
+    m = mask.to(torch.float32).unsqueeze(-1)
+    squared = (a.float() - b.float()) ** 2 * m
+    return squared.sum() / (m.sum() * a.shape[-1]).clamp(min=1)

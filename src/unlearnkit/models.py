@@ -1,7 +1,8 @@
 """Load any causal LM (hub id or local dir), wrap it with LoRA, build tiny models in code.
 
 `load_model("meta-llama/Llama-3.2-1B-Instruct")` goes through `AutoModelForCausalLM.from_pretrained`
-(safetensors only, `trust_remote_code` only when asked). The tokenizer gets a pad token distinct
+(safetensors only, `trust_remote_code` only when asked). A local directory holding edits.json
+(a GRUN result) gets its representation edits attached (`unlearnkit.edits`). The tokenizer gets a pad token distinct
 from EOS when it has none (a new `<pad>` token is *not* added, so the embedding size is kept: pad
 reuses EOS's id, which is safe because attention masks come from lengths, never from ids).
 """
@@ -60,6 +61,10 @@ def load_model(name_or_path: str, *, dtype: str = "float32", revision: str | Non
         model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
     except (OSError, ValueError) as err:
         raise UnlearnError(_load_hint(name_or_path, "model", err)) from None
+    if Path(name_or_path).is_dir():
+        from unlearnkit.edits import load_edits
+
+        load_edits(model, name_or_path)  # a GRUN model: its gated edits, saved beside the weights
     return model
 
 

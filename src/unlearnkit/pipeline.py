@@ -33,19 +33,53 @@ def _load_start_model(recipe: Recipe, bench):
     return model, tokenizer
 
 
-def build_training_data(recipe: Recipe, method, bench, tokenizer, fmt):
-    """Tokenise forget rows (+ paired retain rows, + IDK view) for `method`."""
+def build_training_data(recipe: Recipe, method, bench, tokenizer, fmt, forget_rows: list[dict] | None = None):
+    """Tokenise forget rows (+ paired retain rows, + the extra views the method asks for)."""
     from unlearnkit.data.pairing import UnlearnData, encode_rows, idk_view
+    from unlearnkit.data.texts import encode_text_rows, generic_view, load_texts, text_of
     from unlearnkit.data.tofu import load_idk
 
     max_len = recipe.data.max_length
-    forget = encode_rows(bench.train_forget, tokenizer, fmt, max_length=max_len)
-    retain = encode_rows(bench.train_retain, tokenizer, fmt, max_length=max_len) if method.needs_retain() else None
+    rows = bench.train_forget if forget_rows is None else forget_rows
+
+    def encode(batch_rows):
+        if method.forget_format == "text":
+            return encode_text_rows(batch_rows, tokenizer, max_length=max_len)
+        return encode_rows(batch_rows, tokenizer, fmt, max_length=max_len)
+
+    forget = encode(rows)
+    retain = encode(bench.train_retain) if method.needs_retain() else None
     extra = {}
     if "idk" in method.extra_views:
-        extra["idk"] = idk_view(bench.train_forget, tokenizer, fmt, load_idk(recipe.data.idk_file), recipe.seed,
-                                max_length=max_len)
+        extra["idk"] = idk_view(rows, tokenizer, fmt, load_idk(recipe.data.idk_file), recipe.seed, max_length=max_len)
+    if "generic" in method.extra_views:
+        pool = load_texts(recipe.data.generic_file) if recipe.data.generic_file else [text_of(r) for r in bench.train_retain]
+        extra["generic"] = generic_view(len(rows), pool, tokenizer, max_length=max_len)
     return UnlearnData(forget, retain, extra, pad_id=tokenizer.pad_token_id)
+
+
+def peak_memory() -> dict[str, float]:
+    """Peak resident memory of this process (MiB) and, on CUDA, peak allocated accelerator memory."""
+    import resource
+    import sys
+
+    import torch
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    out = {"peak_rss_mb": round(rss / (1024 ** 2 if sys.platform == "darwin" else 1024), 1)}
+    if torch.cuda.is_available():
+        out["peak_accelerator_mb"] = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
+    return out
+
+
+def unlearn_once(model, method, data, cfg, out_dir):
+    """One unlearning request: the trainer for objectives, `apply` for multi-phase model edits."""
+    from unlearnkit.methods.base import ModelEdit
+    from unlearnkit.train import train
+
+    if isinstance(method, ModelEdit):
+        return method.apply(model, data, cfg, out_dir=out_dir)
+    return train(model, method, data, cfg, out_dir=out_dir)
 
 
 def run(recipe: Recipe, out_dir: str | os.PathLike | None = None, *, progress: bool = True,
@@ -56,7 +90,7 @@ def run(recipe: Recipe, out_dir: str | os.PathLike | None = None, *, progress: b
     from unlearnkit.evaluation import evaluate_model, load_benchmark, retain_truth_ratios, world_model_eval
     from unlearnkit.models import LoraSpec, merge_lora, wrap_lora
     from unlearnkit.report import write_report
-    from unlearnkit.train import TrainConfig, train
+    from unlearnkit.train import TrainConfig
     from unlearnkit.world.build import cache_root
 
     timings: dict[str, float] = {}
@@ -93,7 +127,7 @@ def run(recipe: Recipe, out_dir: str | os.PathLike | None = None, *, progress: b
             model = wrap_lora(model, LoraSpec(**recipe.model.lora.model_dump()))
         cfg = TrainConfig(seed=recipe.seed, progress=progress, **recipe.train.model_dump())
         log(f"unlearning with {method.registry_name} on {len(data.forget)} forget examples")
-        result = train(model, method, data, cfg, out_dir=tmp)
+        result = unlearn_once(model, method, data, cfg, tmp)
         lap("unlearn")
         model = merge_lora(result.model)
         save_model(model, tokenizer, tmp / "model")
@@ -115,6 +149,7 @@ def run(recipe: Recipe, out_dir: str | os.PathLike | None = None, *, progress: b
             "trainable_params": result.trainable_params,
             "trainable_fraction": result.trainable_params / max(result.total_params, 1),
             "timings": timings,
+            "resources": peak_memory(),
             "recipe": recipe.resolved(),
             "environment": {"python": platform.python_version(), "platform": platform.platform()},
             "per_sample": {"before": before["per_sample"] if before else None, "after": after["per_sample"]},

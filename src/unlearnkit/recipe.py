@@ -55,6 +55,8 @@ class DataSection(_Section):
     system_prompt: str = ""
     max_length: int = 512
     idk_file: str | None = None  # one "I don't know" answer per line (TOFU's idontknow.jsonl)
+    generic_file: str | None = None  # generic texts for dpo_generic_preferred (default: the retain rows as text)
+    sequential: list[str] = Field(default_factory=list)  # forget requests unlearned one after the other
 
 
 class TrainSection(_Section):

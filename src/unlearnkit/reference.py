@@ -4,7 +4,9 @@ Two ways to hold it:
 
 * full training: a frozen deep copy of the starting model;
 * LoRA (peft): the *same* model with its adapters disabled during the reference call — no
-  second copy of the weights.
+  second copy of the weights;
+* representation edits (GRUN, `unlearnkit.edits`): the same frozen model with the edits switched
+  off — again no copy.
 
 Methods that need only sequence log-probs of fixed data (NPO, DPO) get them from a cache keyed
 by each row's content: the trainer precomputes every forget/extra sequence once before training
@@ -42,8 +44,11 @@ class Reference:
 
     @classmethod
     def from_model(cls, model: nn.Module, autocast: Callable[[], Any] = contextlib.nullcontext) -> "Reference":
-        """LoRA models share weights (adapters off); anything else gets a frozen deep copy."""
-        if is_peft_model(model):
+        """LoRA models and edited models share weights (adapters / edits off); anything else gets a
+        frozen deep copy."""
+        from unlearnkit.edits import has_edits
+
+        if is_peft_model(model) or has_edits(model):
             return cls(model, shares_weights=True, autocast=autocast)
         frozen = copy.deepcopy(model).eval()
         for p in frozen.parameters():
@@ -61,7 +66,11 @@ class Reference:
         stack.enter_context(torch.no_grad())
         stack.enter_context(self._autocast())
         if self.shares_weights:
-            stack.enter_context(self.model.disable_adapter())
+            from unlearnkit.edits import edits_disabled
+
+            if is_peft_model(self.model):
+                stack.enter_context(self.model.disable_adapter())
+            stack.enter_context(edits_disabled(self.model))
         return stack
 
     def logits(self, batch: TokenBatch) -> torch.Tensor:
@@ -70,6 +79,20 @@ class Reference:
             self.model.eval()
             try:
                 return self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits.float()
+            finally:
+                self.model.train(was_training)
+
+    def hidden_states(self, batch: TokenBatch, layers: list[int]) -> dict[int, torch.Tensor]:
+        """Block outputs {ℓ: (B, T, d)} of the reference on `batch` (no gradients)."""
+        from unlearnkit.hooks import capture_outputs
+
+        with self._context():
+            was_training = self.model.training
+            self.model.eval()
+            try:
+                with capture_outputs(self.model, layers) as captured:
+                    self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+                return {k: v.float() for k, v in captured.items()}
             finally:
                 self.model.train(was_training)
 

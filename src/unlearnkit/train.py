@@ -107,15 +107,16 @@ def train(model: nn.Module, method: UnlearningMethod, data: UnlearnData, cfg: Tr
     set_seed(cfg.seed)
     model.to(accelerator.device)
 
-    reference = None
-    kind = method.needs_reference()
-    if kind is not None:
-        reference = Reference.from_model(model, autocast=accelerator.autocast)
     params = list(method.prepare(model))
     if not params:
         raise ValueError(f"{type(method).__name__}.prepare returned no parameters to train")
     trained_names = freeze_except(model, params)
     model.to(accelerator.device)  # prepare may have created new modules
+    method.setup(data)
+    reference = None
+    kind = method.needs_reference()
+    if kind is not None:  # after prepare: LoRA adapters / edits exist, so the reference can share weights
+        reference = Reference.from_model(model, autocast=accelerator.autocast)
     if reference is not None and kind == "logprobs":
         views = [data.forget, *data.extra.values()]
         reference.precompute(

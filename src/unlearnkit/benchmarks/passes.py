@@ -28,6 +28,8 @@ import numpy as np
 import torch
 
 from unlearnkit.data.batch import IGNORE_INDEX, Example, collate, collate_prompts
+from unlearnkit.edits import edit_positions
+from unlearnkit.hooks import prompt_end_positions
 from unlearnkit.losses import logits_of, sequence_logprob_from_logits
 from unlearnkit.metrics.text import cut_at_stop_strings
 
@@ -85,7 +87,8 @@ def score_examples(
     with torch.no_grad(), _eval_mode(model):
         for indices in _progress(batches, "scoring", progress):
             batch = collate([examples[i] for i in indices], pad_id).to(device)
-            values = sequence_logprob_from_logits(logits_of(model, batch), batch.labels)
+            with edit_positions(model, prompt_end_positions(batch.labels)):  # GRUN edits act at the prompt's end
+                values = sequence_logprob_from_logits(logits_of(model, batch), batch.labels)
             summed[indices] = values.double().cpu().numpy()
     return summed, n_tokens
 

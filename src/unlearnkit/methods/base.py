@@ -8,6 +8,14 @@ A method is a dataclass of hyperparameters with two hooks:
 `reference` says what the method needs from the frozen starting model:
 ``None`` (nothing), ``"logprobs"`` (only sequence log-probs of fixed data — the trainer computes
 them once, caches them and can drop the copy), or ``"model"`` (full outputs, e.g. KL).
+
+Multi-phase methods that edit weights (task vectors, SKU) are `ModelEdit`s instead: they get the
+model, the data and the train settings, and call the one trainer with a helper objective.
+
+Class attributes shared by both kinds tell the pipeline what data to build: `uses_retain`
+(pair retain rows), `extra_views` (e.g. ``("idk",)`` or ``("generic",)``, aligned row-for-row with
+the forget set) and `forget_format` (``"qa"``: prompt masked, answer supervised; ``"text"``: the
+row as bare text with every token supervised and no prompt, as the attack paper's unlearning data).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import torch
 from torch import nn
 
 from unlearnkit.data.batch import UnlearnBatch
+from unlearnkit.data.pairing import UnlearnData
 
 
 @dataclass
@@ -33,6 +42,7 @@ class UnlearningMethod:
     reference: ClassVar[str | None] = None  # None | "logprobs" | "model"
     uses_retain: ClassVar[bool] = False  # the data loader pairs retain examples when True
     extra_views: ClassVar[tuple[str, ...]] = ()  # e.g. ("idk",): alternative answers per forget row
+    forget_format: ClassVar[str] = "qa"  # "qa" (answer supervised) | "text" (bare text, all supervised)
 
     def needs_reference(self) -> str | None:
         """What this instance needs from the reference (may depend on fields, e.g. KL retain)."""
@@ -44,6 +54,13 @@ class UnlearningMethod:
     def prepare(self, model: nn.Module) -> Iterable[nn.Parameter]:
         """Attach adapters or choose what to train. Everything not returned is frozen."""
         return [p for p in model.parameters() if p.requires_grad]
+
+    def setup(self, data: UnlearnData) -> None:
+        """Called once by the trainer before the first step with the training data (after `prepare`).
+
+        For methods that need more than the current batch, e.g. contrast sets drawn from the whole
+        forget and retain data. No-op by default.
+        """
 
     def loss(self, model: nn.Module, batch: UnlearnBatch, ref) -> LossOutput:  # pragma: no cover
         raise NotImplementedError
@@ -101,3 +118,22 @@ class RetainRegularised(UnlearningMethod):
         if batch.retain is not None and self.retain_weight != 0:
             retain = self._retain(model, batch, ref)
             yield LossOutput(self.retain_weight * retain, {"retain": retain})
+
+
+class ModelEdit:
+    """A method that produces new weights in phases, e.g. fine-tune a copy, then negate the change.
+
+    `apply` trains through `unlearnkit.train.train` (with a helper objective) and returns the
+    trainer's `TrainResult` with `model` set to the edited model and `trainable_params` the count
+    the phases trained. It owns no optimizer or loop of its own.
+    """
+
+    uses_retain: ClassVar[bool] = False
+    extra_views: ClassVar[tuple[str, ...]] = ()
+    forget_format: ClassVar[str] = "qa"
+
+    def needs_retain(self) -> bool:
+        return self.uses_retain
+
+    def apply(self, model: nn.Module, data: UnlearnData, cfg, *, out_dir=None):  # pragma: no cover
+        raise NotImplementedError

@@ -1,0 +1,56 @@
+"""Bare-text unlearning data: rows as plain text, and pools of generic texts.
+
+The attack paper's unlearning data is bare text — no prompt, no chat template, every token
+supervised (specs/methods.md pitfall 1). A row is turned into text by `text_of`: its ``text``
+field when it has one, else ``question + " " + answer``. `generic_view` pairs every forget row
+with a generic text (the preferred side of the attack paper's DPO), cycling the pool as the seed
+does with its 509 Wikipedia passages: pair i is (pool[i mod |pool|], forget_i).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from unlearnkit.data.batch import Example
+from unlearnkit.data.formats import encode_text
+from unlearnkit.errors import UnlearnError
+
+
+def text_of(row: dict) -> str:
+    if isinstance(row.get("text"), str):
+        return row["text"]
+    if "question" in row and "answer" in row:
+        return f"{row['question']} {row['answer']}"
+    raise UnlearnError(f"a row needs a 'text' field or 'question' and 'answer' fields; got keys {sorted(row)}")
+
+
+def encode_text_rows(rows: Sequence[dict], tokenizer: Any, max_length: int | None = None) -> list[Example]:
+    return [encode_text(tokenizer, text_of(r), max_length=max_length) for r in rows]
+
+
+def load_texts(path: str | Path) -> list[str]:
+    """Texts from a .txt (one per line), .json (a list of strings or of {"text": ...}) or .jsonl file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UnlearnError(f"text file {path} does not exist; give a .txt, .json or .jsonl file of texts")
+    raw = path.read_text()
+    if path.suffix == ".txt":
+        texts = [line.strip() for line in raw.splitlines() if line.strip()]
+    else:
+        try:
+            items = json.loads(raw) if path.suffix == ".json" else [json.loads(line) for line in raw.splitlines() if line.strip()]
+        except json.JSONDecodeError as err:
+            raise UnlearnError(f"{path}: not valid JSON ({err}); give a list of strings or objects with 'text'") from None
+        texts = [item if isinstance(item, str) else text_of(item) for item in items]
+    if not texts:
+        raise UnlearnError(f"{path} holds no texts")
+    return texts
+
+
+def generic_view(n_rows: int, pool: Sequence[str], tokenizer: Any, max_length: int | None = None) -> list[Example]:
+    """`n_rows` generic texts, cycling `pool`, encoded as bare text."""
+    if not pool:
+        raise UnlearnError("the generic text pool is empty; give data.generic_file with texts")
+    return [encode_text(tokenizer, pool[i % len(pool)], max_length=max_length) for i in range(n_rows)]

@@ -1,0 +1,157 @@
+"""Hidden-state access and interventions on decoder layers. The only place that knows model families.
+
+Everything acts on the output of decoder block ℓ (`decoder_layers(model)[ℓ]`), which is Hugging
+Face's ``hidden_states[ℓ + 1]`` — RMU's convention (specs/methods.md pitfall 24).
+
+* `decoder_layers(model)`: the ModuleList of blocks for Llama/Mistral/Qwen/Gemma/OPT/GPT-2/GPT-NeoX,
+  through PEFT wrappers.
+* `resolve_layers(spec, n)`: layer indices from absolute ints (negative counts from the end) or
+  fractions of depth (floats in [0, 1]: round(f·(n − 1))), so one recipe fits a 2-layer tiny model
+  and a 32-layer 8B model.
+* `capture_outputs(model, layers)`: the block outputs of one forward pass (with gradients).
+* `transform_outputs(model, {layer: fn})`: replace block outputs, e.g. direction ablation or a
+  latent perturbation; `ablate_directions` is the refusal-feature ablation h ← h − r̂ r̂ᵀ h.
+* `prompt_end_positions(labels)`: per row, the index of the last prompt token (the token before the
+  first supervised one) — where GRUN's edit acts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from unlearnkit.data.batch import IGNORE_INDEX
+from unlearnkit.errors import UnlearnError
+
+# attribute paths from a causal LM to its list of decoder blocks, tried in order
+_LAYER_PATHS = ("model.layers", "model.decoder.layers", "transformer.h", "gpt_neox.layers", "model.language_model.layers")
+
+
+def base_causal_lm(model: nn.Module) -> nn.Module:
+    """The Hugging Face causal LM under any PEFT wrapper."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The decoder blocks of `model` (a PEFT model is unwrapped first)."""
+    base = base_causal_lm(model)
+    for path in _LAYER_PATHS:
+        node = base
+        for part in path.split("."):
+            node = getattr(node, part, None)
+            if node is None:
+                break
+        if isinstance(node, nn.ModuleList):
+            return node
+    raise UnlearnError(f"cannot find the decoder layers of {type(base).__name__}; supported layouts: "
+                       f"{', '.join(_LAYER_PATHS)}")
+
+
+def hidden_size(model: nn.Module) -> int:
+    config = base_causal_lm(model).config
+    for key in ("hidden_size", "n_embd", "d_model"):
+        if getattr(config, key, None):
+            return int(getattr(config, key))
+    raise UnlearnError(f"cannot tell the hidden size of {type(config).__name__}")
+
+
+def resolve_layers(spec: Sequence[int | float] | int | float, n_layers: int, field: str = "layers") -> list[int]:
+    """Absolute layer indices for `spec`.
+
+    ints are indices (negative from the end); floats in [0, 1] are fractions of depth,
+    round(f·(n_layers − 1)): (0.65, 0.8, 1.0) on 32 layers gives GRUN's 20, 25, 31.
+    """
+    items = list(spec) if isinstance(spec, (list, tuple)) else [spec]
+    if not items:
+        raise UnlearnError(f"{field} is empty; give layer indices (e.g. [5, 6, 7]) or fractions of depth ([0.5, 1.0])")
+    out: list[int] = []
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, (int, float)):
+            raise UnlearnError(f"{field}: {item!r} is not a layer index or a fraction of depth")
+        if isinstance(item, float):
+            if not 0.0 <= item <= 1.0:
+                raise UnlearnError(f"{field}: {item} is a float outside [0, 1]; fractions of depth are in [0, 1],"
+                                   " absolute indices are ints")
+            index = round(item * (n_layers - 1))
+        else:
+            index = item + n_layers if item < 0 else item
+        if not 0 <= index < n_layers:
+            raise UnlearnError(f"{field}: layer {item} does not exist in a model with {n_layers} layers")
+        if index not in out:
+            out.append(index)
+    return out
+
+
+def _hidden(output):
+    """The hidden-state tensor of a block's output (a tensor, or a tuple whose first item it is)."""
+    return output[0] if isinstance(output, tuple) else output
+
+
+def _replace_hidden(output, hidden: torch.Tensor):
+    return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+
+@contextlib.contextmanager
+def capture_outputs(model: nn.Module, layers: Sequence[int]) -> Iterator[dict[int, torch.Tensor]]:
+    """Collect block outputs (B, T, d) of the forward passes run inside the context (last pass wins)."""
+    blocks = decoder_layers(model)
+    captured: dict[int, torch.Tensor] = {}
+    handles = []
+    for index in layers:
+        def hook(_module, _args, output, index=index):
+            captured[index] = _hidden(output)
+        handles.append(blocks[index].register_forward_hook(hook))
+    try:
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextlib.contextmanager
+def transform_outputs(model: nn.Module, transforms: Mapping[int, Callable[[torch.Tensor], torch.Tensor]]) -> Iterator[None]:
+    """Replace block ℓ's output h by transforms[ℓ](h) in every forward pass inside the context."""
+    blocks = decoder_layers(model)
+    handles = []
+    for index, fn in transforms.items():
+        def hook(_module, _args, output, fn=fn):
+            return _replace_hidden(output, fn(_hidden(output)))
+        handles.append(blocks[index].register_forward_hook(hook))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def ablate_directions(model: nn.Module, directions: Mapping[int, torch.Tensor]):
+    """Context: h ← h − r̂ r̂ᵀ h at every token of each layer ℓ in `directions` (r̂ unit, shape (d,))."""
+
+    def make(direction: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        def ablate(h: torch.Tensor) -> torch.Tensor:
+            r = direction.to(device=h.device, dtype=h.dtype)
+            return h - (h @ r).unsqueeze(-1) * r
+        return ablate
+
+    return transform_outputs(model, {layer: make(d) for layer, d in directions.items()})
+
+
+def prompt_end_positions(labels: torch.Tensor) -> torch.Tensor:
+    """(B,) index of each row's last prompt token: one before the first supervised label.
+
+    Rows without labels (a bare prompt) use their last position.
+    """
+    supervised = labels != IGNORE_INDEX
+    first = torch.where(supervised.any(-1), supervised.float().argmax(-1), torch.full_like(labels[:, 0], labels.shape[1]))
+    return (first - 1).clamp(min=0)
+
+
+def gather_positions(hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """(B, d) rows of `hidden` (B, T, d) at `positions` (B,)."""
+    index = positions.to(hidden.device).view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])
+    return hidden.gather(1, index).squeeze(1)
+
