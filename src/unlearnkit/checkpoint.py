@@ -85,8 +85,12 @@ def save_checkpoint(path: str | Path, model: nn.Module, optimizer, scheduler, st
             tensors[f"rng.cuda.{i}"] = rng
     meta = {"step": step, "history": history, "scheduler": scheduler.state_dict(),
             "param_groups": opt_state["param_groups"]}
+    from unlearnkit.edits import edits_detached, save_edits
+
     with atomic_dir(path) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        with edits_detached(model):
+            model.save_pretrained(tmp, safe_serialization=True)
+        save_edits(model, tmp)
         save_file(tensors, str(tmp / "trainer_state.safetensors"))
         (tmp / "trainer_state.json").write_text(json.dumps(meta, default=str))
 

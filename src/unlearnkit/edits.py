@@ -68,7 +68,7 @@ class GatedLoReFT(nn.Module):
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = h.float()
-        rotation = self.rotation.weight  # (r, d)
+        rotation = self.rotation.weight.contiguous()  # (r, d); contiguous so saved and live edits compute alike
         phi = (self.source(h) - h @ rotation.T) @ rotation  # (N, d)
         gate = torch.sigmoid(self.gate(h)).squeeze(-1)  # (N,)
         return phi, gate

@@ -48,6 +48,30 @@ def load_benchmark(data_cfg, world_cfg, log: Callable[[str], None] = print, prog
     return BenchmarkData("tofu", splits, splits.forget, splits.retain_train or splits.retain)
 
 
+def request_rows(bench: BenchmarkData, name: str, data_cfg) -> list[dict]:
+    """The forget rows of one unlearning request (`data.sequential`).
+
+    World: ``forget`` (every forget author) or ``forget_<k>`` (the k-th forget author, from 1).
+    TOFU: a forget split, e.g. ``forget01`` then ``forget05``.
+    """
+    if bench.name == "world":
+        authors: dict[str, list[dict]] = {}
+        for row in bench.train_forget:
+            authors.setdefault(row.get("author", ""), []).append(row)
+        groups = list(authors.values())
+        valid = ["forget", *(f"forget_{k + 1}" for k in range(len(groups)))]
+        if name == "forget":
+            return list(bench.train_forget)
+        if name in valid:
+            return groups[int(name.split("_")[1]) - 1]
+        raise UnlearnError(f"unknown forget request '{name}' for the tiny world; valid: {', '.join(valid)}")
+    from unlearnkit.data.tofu import FORGET_SPLITS, load_split
+
+    if name not in FORGET_SPLITS:
+        raise UnlearnError(f"unknown forget request '{name}' for tofu; valid: {', '.join(FORGET_SPLITS)}")
+    return load_split(name, data_cfg.data_dir)
+
+
 def _key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps([EVAL_VERSION, *parts], sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -87,7 +87,8 @@ def run(recipe: Recipe, out_dir: str | os.PathLike | None = None, *, progress: b
     """Unlearn and evaluate as the recipe says; returns the report (also written to out_dir)."""
     from unlearnkit.checkpoint import atomic_dir, save_model
     from unlearnkit.data.formats import get_format
-    from unlearnkit.evaluation import evaluate_model, load_benchmark, retain_truth_ratios, world_model_eval
+    from unlearnkit.evaluation import (evaluate_model, load_benchmark, request_rows, retain_truth_ratios,
+                                       world_model_eval)
     from unlearnkit.models import LoraSpec, merge_lora, wrap_lora
     from unlearnkit.report import write_report
     from unlearnkit.train import TrainConfig
@@ -104,11 +105,14 @@ def run(recipe: Recipe, out_dir: str | os.PathLike | None = None, *, progress: b
 
     out = Path(out_dir or recipe.output_dir)
     method = recipe.build_method()
+    if recipe.model.lora is not None and not getattr(method, "supports_lora", True):
+        raise UnlearnError(f"{method.registry_name} does not train LoRA adapters; remove model.lora from the recipe")
     fmt = get_format(recipe.data.format, recipe.data.system_prompt)
     bench = load_benchmark(recipe.data, recipe.world, log=log, progress=progress)
+    requests = [(name, request_rows(bench, name, recipe.data)) for name in recipe.data.sequential] or [(None, None)]
     lap("load_data_and_world")
     model, tokenizer = _load_start_model(recipe, bench)
-    data = build_training_data(recipe, method, bench, tokenizer, fmt)
+    datasets = [build_training_data(recipe, method, bench, tokenizer, fmt, rows) for _, rows in requests]
     lap("load_model")
 
     retain_trs = retain_truth_ratios(bench, recipe, fmt, cache_root(recipe.world.cache_dir), progress)
@@ -123,18 +127,30 @@ def run(recipe: Recipe, out_dir: str | os.PathLike | None = None, *, progress: b
     lap("evaluate_before")
 
     with atomic_dir(out) as tmp:
-        if recipe.model.lora is not None:
-            model = wrap_lora(model, LoraSpec(**recipe.model.lora.model_dump()))
         cfg = TrainConfig(seed=recipe.seed, progress=progress, **recipe.train.model_dump())
-        log(f"unlearning with {method.registry_name} on {len(data.forget)} forget examples")
-        result = unlearn_once(model, method, data, cfg, tmp)
+        stages = []
+        for index, ((name, _), data) in enumerate(zip(requests, datasets)):
+            if recipe.model.lora is not None:
+                model = wrap_lora(model, LoraSpec(**recipe.model.lora.model_dump()))
+            stage_method = method if index == 0 else recipe.build_method()  # fresh state per request
+            label = f" (request {index + 1}/{len(requests)}: {name})" if name else ""
+            log(f"unlearning with {method.registry_name} on {len(data.forget)} forget examples{label}")
+            stage_dir = tmp if name is None else tmp / "stages" / f"{index + 1}-{name}"
+            result = unlearn_once(model, stage_method, data, cfg, stage_dir)
+            model = merge_lora(result.model)
+            stages.append({"request": name, "forget_examples": len(data.forget), "steps": result.steps,
+                           "stopped": result.stopped, "seconds": round(result.seconds, 2),
+                           "trainable_params": result.trainable_params})
+            if name is not None and index < len(requests) - 1:  # the last request's result is `after`
+                stages[-1]["after"] = evaluate_model(model, tokenizer, bench, fmt, recipe.eval, retain_trs,
+                                                     progress)["metrics"]
         lap("unlearn")
-        model = merge_lora(result.model)
         save_model(model, tokenizer, tmp / "model")
         lap("save_model")
         log("evaluating the unlearned model")
         after = evaluate_model(model, tokenizer, bench, fmt, recipe.eval, retain_trs, progress)
         lap("evaluate_after")
+        trainable = sum(stage["trainable_params"] for stage in stages)  # every request's edit / weights
         report = {
             "method": method.registry_name,
             "benchmark": bench.name,
@@ -142,12 +158,12 @@ def run(recipe: Recipe, out_dir: str | os.PathLike | None = None, *, progress: b
             "before": before["metrics"] if before else None,
             "after": after["metrics"],
             "train": {"steps": result.steps, "stopped": result.stopped, "seconds": round(result.seconds, 2),
-                      "trainable_params": result.trainable_params, "total_params": result.total_params,
-                      "trainable_fraction": result.trainable_params / max(result.total_params, 1),
+                      "trainable_params": trainable, "total_params": result.total_params,
+                      "trainable_fraction": trainable / max(result.total_params, 1),
                       "first_loss": result.losses[0] if result.losses else None,
                       "last_loss": result.losses[-1] if result.losses else None},
-            "trainable_params": result.trainable_params,
-            "trainable_fraction": result.trainable_params / max(result.total_params, 1),
+            "trainable_params": trainable,
+            "trainable_fraction": trainable / max(result.total_params, 1),
             "timings": timings,
             "resources": peak_memory(),
             "recipe": recipe.resolved(),
@@ -155,6 +171,8 @@ def run(recipe: Recipe, out_dir: str | os.PathLike | None = None, *, progress: b
             "per_sample": {"before": before["per_sample"] if before else None, "after": after["per_sample"]},
             "forget_truth_ratios": after["forget_truth_ratios"],
         }
+        if len(stages) > 1:
+            report["stages"] = stages
         timings["total"] = round(sum(v for k, v in timings.items() if k != "total"), 2)
         write_report(report, tmp)
     report["output_dir"] = str(out)

@@ -24,6 +24,7 @@ from unlearnkit.errors import UnlearnError
 from unlearnkit.registry import METHODS, did_you_mean
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"  # recipes/ at the repository root links here
+COMPARE_DIR = "compare"  # recipes/compare/: compare recipes (unlearnkit.compare), listed apart
 
 
 class _Section(BaseModel):
@@ -134,10 +135,13 @@ def find_recipe(name: str | None) -> Path:
                        f"{', '.join(known) or '(none)'}; or give a path to a .yaml file")
 
 
-def list_recipes() -> list[str]:
+def list_recipes(compare: bool = False) -> list[str]:
+    """Run recipes under recipes/; with `compare=True` the compare recipes under recipes/compare/
+    (`unlearn compare`: a base recipe and a list of methods, not a run recipe)."""
     if not RECIPES_DIR.is_dir():
         return []
-    return sorted(str(p.relative_to(RECIPES_DIR).with_suffix("")) for p in RECIPES_DIR.rglob("*.yaml"))
+    paths = (p.relative_to(RECIPES_DIR) for p in RECIPES_DIR.rglob("*.yaml"))
+    return sorted(str(p.with_suffix("")) for p in paths if (p.parts[0] == COMPARE_DIR) == compare)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -207,6 +211,9 @@ def load_recipe(name: str | None = None, overrides: list[str] | tuple[str, ...] 
     """Read, inherit (`base:`), override and validate a recipe; the method is validated too."""
     path = find_recipe(name)
     data = _read_yaml(path)
+    if {"methods", "recipe"} & set(data):
+        raise UnlearnError(f"{path} is a compare recipe (a base recipe and a list of methods), not a run recipe;"
+                           f" run it with `unlearn compare {name or path}`")
     if "base" in data:
         base_path = (path.parent / data.pop("base")).resolve()
         if not base_path.is_file():

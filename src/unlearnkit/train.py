@@ -83,6 +83,18 @@ def _schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total: int):
                          num_training_steps=total)
 
 
+def _param_groups(prepared, lr: float) -> list[dict]:
+    """`prepare`'s result as optimizer groups: parameters train at `lr`; a dict
+    ``{"params": [...], "lr": x}`` is a group with its own learning rate (e.g. GRUN's edit)."""
+    plain, groups = [], []
+    for item in prepared:
+        if isinstance(item, dict):
+            groups.append({"params": list(item["params"]), "lr": float(item.get("lr") or lr)})
+        else:
+            plain.append(item)
+    return ([{"params": plain, "lr": lr}] if plain else []) + groups
+
+
 def freeze_except(model: nn.Module, params: list[nn.Parameter]) -> list[str]:
     """requires_grad only for `params`; returns their names."""
     keep = {id(p) for p in params}
@@ -107,7 +119,8 @@ def train(model: nn.Module, method: UnlearningMethod, data: UnlearnData, cfg: Tr
     set_seed(cfg.seed)
     model.to(accelerator.device)
 
-    params = list(method.prepare(model))
+    groups = _param_groups(method.prepare(model), cfg.lr)
+    params = [p for group in groups for p in group["params"]]
     if not params:
         raise ValueError(f"{type(method).__name__}.prepare returned no parameters to train")
     trained_names = freeze_except(model, params)
@@ -125,7 +138,7 @@ def train(model: nn.Module, method: UnlearningMethod, data: UnlearnData, cfg: Tr
         )
         reference.release()
 
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     total = cfg.total_steps(len(data.forget), accelerator.num_processes)
     scheduler = _schedule(optimizer, cfg, total)
     model, optimizer = accelerator.prepare(model, optimizer)

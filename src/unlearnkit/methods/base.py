@@ -52,7 +52,11 @@ class UnlearningMethod:
         return self.uses_retain
 
     def prepare(self, model: nn.Module) -> Iterable[nn.Parameter]:
-        """Attach adapters or choose what to train. Everything not returned is frozen."""
+        """Attach adapters or choose what to train. Everything not returned is frozen.
+
+        Items are parameters (trained at the recipe's train.lr) or optimizer groups
+        ``{"params": [...], "lr": x}`` with a learning rate of their own.
+        """
         return [p for p in model.parameters() if p.requires_grad]
 
     def setup(self, data: UnlearnData) -> None:
