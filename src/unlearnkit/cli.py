@@ -79,6 +79,49 @@ def run(
                f"(total {report['timings']['total']} s)")
 
 
+@app.command()
+@friendly
+def compare(
+    recipe: Optional[str] = typer.Argument(None, help="A compare recipe (compare/world), or a run recipe (default, a"
+                                           " .yaml path) with --methods. Default: compare/world; default with --methods."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="Overrides for every method: world.size=small train.steps=20"),
+    methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated methods (`unlearn ls methods`);"
+                                          " with a compare recipe, replaces its list."),
+    sets: Optional[List[str]] = typer.Option(None, "--set", help="One method's override, METHOD:section.field=value"
+                                             " (repeatable): --set npo:method.beta=0.2"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: runs/compare, or the"
+                                       " compare recipe's output_dir)."),
+    in_process: bool = typer.Option(False, "--in-process", help="Run the methods in this process, not one fresh process"
+                                    " each: no start-up cost, but peak RSS is then a running maximum, not per method."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-run output or progress bars."),
+):
+    """Run several methods on the same world; write one table and a forget-quality/utility plot.
+
+    Each method runs as RECIPE + method.name=METHOD + OVERRIDES (+ its --set overrides), each in its own
+    process so its peak memory is its own. Writes DIR/compare.json, compare.md (printed at the end),
+    compare.png and DIR/runs/METHOD/ (each method's report and model). A failing method does not stop the
+    others: its row holds the error and the command exits non-zero after writing the table.
+
+    \b
+    Examples:
+      unlearn compare default --methods npo,grad_ascent
+      unlearn compare compare/world                   # every method on the tiny world
+      unlearn compare compare/world --methods npo,simnpo world.size=small train.steps=20
+      unlearn compare default --methods npo,dpo --set npo:method.beta=0.2 -o runs/npo_vs_dpo
+    """
+    from unlearnkit.compare import compare as run_compare, parse_method_overrides
+
+    name, overrides = _split_recipe(recipe, overrides)
+    names = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
+    result = run_compare(name, names, overrides, out, progress=not quiet, isolate=not in_process,
+                         log=lambda m: typer.echo(m, err=True), method_overrides=parse_method_overrides(sets or []))
+    typer.echo((Path(result["output_dir"]) / "compare.md").read_text().rstrip())
+    typer.echo(f"wrote {result['output_dir']}/compare.json, compare.md, compare.png and runs/")
+    if result["failed"]:
+        raise UnlearnError(f"{len(result['failed'])} of {len(result['rows'])} methods failed"
+                           f" ({', '.join(result['failed'])}); the table above says why")
+
+
 @app.command("eval")
 @friendly
 def eval_cmd(
