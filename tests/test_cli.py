@@ -22,7 +22,8 @@ from typer.testing import CliRunner
 from unlearnkit.cli import app
 from unlearnkit.recipe import list_recipes
 
-METHOD_NAMES = {"dpo", "grad_ascent", "grad_diff", "idk", "npo", "simnpo"}
+METHOD_NAMES = {"dpo", "dpo_generic_preferred", "eru", "grad_ascent", "grad_diff", "grun", "idk", "npo", "rmu",
+                "simnpo", "sku", "task_vector"}
 
 
 # ---------------------------------------------------------------------------------------- fixtures

@@ -42,6 +42,14 @@ def markdown(report: dict) -> str:
              f" {100 * report['trainable_fraction']:.2f}%) in {report['train']['seconds']} s.", ""]
     if report["train"].get("stopped"):
         lines += [f"**Training stopped early:** {report['train']['stopped']}", ""]
+    if report.get("stages"):  # sequential requests
+        lines += ["Requests, unlearned one after the other:", ""]
+        for i, stage in enumerate(report["stages"], 1):
+            after = stage.get("after") or report["after"]
+            lines.append(f"{i}. `{stage['request']}`: {stage['forget_examples']} forget examples, {stage['steps']} steps"
+                         f" → forget probability {fmt_value(after.get('forget_prob'))},"
+                         f" model utility {fmt_value(after.get('model_utility'))}")
+        lines.append("")
     lines += ["| metric | before | after | reading |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in table_rows(report)]
     lines += ["", "Timings (s): " + ", ".join(f"{k} {v}" for k, v in report["timings"].items()), ""]

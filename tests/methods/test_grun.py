@@ -130,6 +130,7 @@ def test_sequential_requests_train_one_edit_each(tmp_path, isolated_env):
     config = json.loads((tmp_path / "seq" / "model" / "edits.json").read_text())
     assert len(config["edits"]) == 2 and config["combine_scale"] == 0.6
     assert report["trainable_params"] == sum(stage["trainable_params"] for stage in report["stages"])
+    assert "1. `forget_1`" in (tmp_path / "seq" / "report.md").read_text()
     with pytest.raises(UnlearnError, match="unknown forget request 'forget_9'"):
         run(load_recipe("default", [*SMALL, "data.sequential=[forget_9]"]), tmp_path / "bad", progress=False,
             log=lambda message: None)
