@@ -60,9 +60,10 @@ class Golden:
             pytest.fail(f"golden file {path} is missing; run pytest with --update-golden to create it")
         expected = json.loads(path.read_text())["values"]
         assert len(values) == len(expected), f"{name}: {len(values)} values, golden has {len(expected)}"
+        # atol plus a relative 1e-5: a loss near 3000 (RMU, GRUN's NPO term) has float32 steps of ~2e-4
         bad = [(i, v, e) for i, (v, e) in enumerate(zip(values, expected))
-               if not (math.isfinite(v) and abs(v - e) <= atol)]
-        assert not bad, (f"{name} differs from {path.name} (atol {atol}) at (index, got, golden): {bad[:5]};"
+               if not (math.isfinite(v) and abs(v - e) <= atol + 1e-5 * abs(e))]
+        assert not bad, (f"{name} differs from {path.name} (atol {atol}, rtol 1e-5) at (index, got, golden): {bad[:5]};"
                          " if the change is intended, rerun with --update-golden")
 
 

@@ -10,7 +10,9 @@ Face's ``hidden_states[ℓ + 1]`` — RMU's convention (specs/methods.md pitfall
   and a 32-layer 8B model.
 * `capture_outputs(model, layers)`: the block outputs of one forward pass (with gradients).
 * `transform_outputs(model, {layer: fn})`: replace block outputs, e.g. direction ablation or a
-  latent perturbation; `ablate_directions` is the refusal-feature ablation h ← h − r̂ r̂ᵀ h.
+  latent perturbation; `ablate_directions` is the refusal-feature ablation h ← h − r̂ r̂ᵀ h and
+  `add_to_outputs` adds a perturbation h ← h + δ.
+* `mlp_down_projection(model, ℓ)`: block ℓ's MLP output projection (Llama `mlp.down_proj`), which RMU trains.
 * `prompt_end_positions(labels)`: per row, the index of the last prompt token (the token before the
   first supervised one) — where GRUN's edit acts.
 """
@@ -28,10 +30,15 @@ from unlearnkit.errors import UnlearnError
 
 # attribute paths from a causal LM to its list of decoder blocks, tried in order
 _LAYER_PATHS = ("model.layers", "model.decoder.layers", "transformer.h", "gpt_neox.layers", "model.language_model.layers")
+# attribute paths from a decoder block to its MLP output (down) projection: Llama/Mistral/Qwen/Gemma,
+# GPT-2, GPT-NeoX, OPT
+_MLP_DOWN_PATHS = ("mlp.down_proj", "mlp.c_proj", "mlp.dense_4h_to_h", "fc2")
 
 
 def base_causal_lm(model: nn.Module) -> nn.Module:
-    """The Hugging Face causal LM under any PEFT wrapper."""
+    """The Hugging Face causal LM under any DistributedDataParallel and PEFT wrapper."""
+    while type(model).__name__ == "DistributedDataParallel":  # the trainer hands methods the prepared model
+        model = model.module
     get_base = getattr(model, "get_base_model", None)
     return get_base() if callable(get_base) else model
 
@@ -155,3 +162,27 @@ def gather_positions(hidden: torch.Tensor, positions: torch.Tensor) -> torch.Ten
     index = positions.to(hidden.device).view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])
     return hidden.gather(1, index).squeeze(1)
 
+
+def add_to_outputs(model: nn.Module, offsets: Mapping[int, torch.Tensor]):
+    """Context: h ← h + δ_ℓ at each layer ℓ in `offsets` (δ_ℓ (B, T, d), or anything that broadcasts),
+    e.g. a latent adversarial perturbation. Gradients flow into δ when it requires them."""
+
+    def make(offset: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        return lambda h: h + offset.to(device=h.device, dtype=h.dtype)
+
+    return transform_outputs(model, {layer: make(d) for layer, d in offsets.items()})
+
+
+def mlp_down_projection(model: nn.Module, layer: int) -> nn.Module:
+    """The MLP output projection of decoder block `layer` (a peft LoRA layer when adapters wrap it)."""
+    block = decoder_layers(model)[layer]
+    for path in _MLP_DOWN_PATHS:
+        node = block
+        for part in path.split("."):
+            node = getattr(node, part, None)
+            if node is None:
+                break
+        if isinstance(node, nn.Module):
+            return node
+    raise UnlearnError(f"cannot find the MLP down-projection of {type(block).__name__} (layer {layer});"
+                       f" supported layouts: {', '.join(_MLP_DOWN_PATHS)}")

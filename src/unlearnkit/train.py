@@ -85,11 +85,13 @@ def _schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total: int):
 
 def _param_groups(prepared, lr: float) -> list[dict]:
     """`prepare`'s result as optimizer groups: parameters train at `lr`; a dict
-    ``{"params": [...], "lr": x}`` is a group with its own learning rate (e.g. GRUN's edit)."""
+    ``{"params": [...], "lr": x}`` is a group with its own learning rate (e.g. GRUN's edit), and
+    ``{"params": [...], "lr_scale": k}`` one at k × `lr` (e.g. RMU's down-projections)."""
     plain, groups = [], []
     for item in prepared:
         if isinstance(item, dict):
-            groups.append({"params": list(item["params"]), "lr": float(item.get("lr") or lr)})
+            group_lr = item.get("lr") or lr * float(item.get("lr_scale", 1.0))
+            groups.append({"params": list(item["params"]), "lr": float(group_lr)})
         else:
             plain.append(item)
     return ([{"params": plain, "lr": lr}] if plain else []) + groups

@@ -120,7 +120,7 @@ def test_unknown_retain_loss_through_the_registry_is_a_user_error():
 
 
 @pytest.mark.parametrize("name", [n for n in METHODS.names() if not issubclass(METHODS.get(n), ModelEdit)])
-def test_loss_terms_sum_to_the_loss_and_its_gradient(name, fitted_model, toy_batch):
+def test_loss_terms_sum_to_the_loss_and_its_gradient(name, fitted_model, toy_batch, toy_data):
     """The trainer backpropagates `loss_terms` one at a time; their sum must be `loss` exactly, in
     value and in gradient (this is what lets the retain term's graph wait for the forget term's)."""
     method = METHODS.build(name)
@@ -128,9 +128,11 @@ def test_loss_terms_sum_to_the_loss_and_its_gradient(name, fitted_model, toy_bat
     ref = Reference.from_model(fitted_model) if method.needs_reference() else None
     params = [p for p in fitted_model.parameters() if p.requires_grad]
 
+    method.setup(toy_data)  # a run's fresh state (ERU: its RNG draws the same inner attack both times)
     whole = method.loss(fitted_model, toy_batch, ref)
     whole_grads = torch.autograd.grad(whole.total, params, allow_unused=True)
 
+    method.setup(toy_data)
     terms = list(method.loss_terms(fitted_model, toy_batch, ref))
     assert len(terms) == (2 if method.needs_retain() else 1)
     term_total = sum(t.total for t in terms)

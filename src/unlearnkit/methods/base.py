@@ -55,7 +55,8 @@ class UnlearningMethod:
         """Attach adapters or choose what to train. Everything not returned is frozen.
 
         Items are parameters (trained at the recipe's train.lr) or optimizer groups
-        ``{"params": [...], "lr": x}`` with a learning rate of their own.
+        ``{"params": [...], "lr": x}`` with a learning rate of their own, or
+        ``{"params": [...], "lr_scale": k}`` trained at k × train.lr.
         """
         return [p for p in model.parameters() if p.requires_grad]
 
