@@ -266,7 +266,7 @@ def markdown(result: dict) -> str:
 
 
 def plot(result: dict, path: Path) -> None:
-    """Forget quality (log x) against model utility, one labelled point per method, the start as a star."""
+    """Forget quality (log x) against model utility: one marker per method (named in the legend), the start as a star."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -275,20 +275,23 @@ def plot(result: dict, path: Path) -> None:
     start = result["start"] or {}
     if start.get("forget_quality") is not None and start.get("model_utility") is not None:
         points.append(("starting model", start["forget_quality"], start["model_utility"]))
-    fig = Figure(figsize=(7, 5), dpi=120)
+    fig = Figure(figsize=(9, 5), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     positive = [fq for _, fq, _ in points if fq > 0]
     floor = min(positive) / 10 if positive else 1e-10  # p-values of exactly 0 are drawn at the floor
-    for name, fq, mu in points:
+    markers = "osD^vP<>Xhp"
+    for i, (name, fq, mu) in enumerate(points):
         is_start = name == "starting model"
-        x = max(fq, floor)
-        ax.scatter([x], [mu], marker="*" if is_start else "o", s=160 if is_start else 50,
-                   color="black" if is_start else None, zorder=3)
-        ax.annotate(name if fq > 0 else f"{name} (p=0)", (x, mu), textcoords="offset points", xytext=(6, 4), fontsize=9)
+        label = name if fq > 0 else f"{name} (p=0)"
+        ax.scatter([max(fq, floor)], [mu], marker="*" if is_start else markers[i % len(markers)],
+                   s=180 if is_start else 60, color="black" if is_start else f"C{i % 10}", zorder=3, label=label,
+                   edgecolors="white", linewidths=0.5)
     if points:
         ax.set_xscale("log")
-        ax.margins(0.15)  # room for the labels at the edges
+        ax.margins(0.1)
+        # a legend beside the axes: labels next to points overlap when methods land close together
+        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
     else:
         ax.text(0.5, 0.5, "no forget quality to plot (no method finished, or no retain model)",
                 ha="center", va="center", transform=ax.transAxes)
