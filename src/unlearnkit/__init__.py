@@ -42,35 +42,27 @@ def run(recipe: Any = "default", overrides: Iterable[str] = (), out_dir: str | N
 
 
 def unlearn(model, tokenizer, forget: list[dict], retain: list[dict] | None = None, method: Any = "npo", *,
-            format: str = "openunlearning", idk_answers: list[str] | None = None, seed: int = 0,
-            max_length: int = 512, out_dir: str | None = None, **train: Any):
-    """Unlearn `forget` rows ({question, answer}) from `model` with one method and the one trainer.
+            format: str = "openunlearning", idk_answers: list[str] | None = None,
+            generic_texts: list[str] | None = None, seed: int = 0, max_length: int = 512,
+            out_dir: str | None = None, **train: Any):
+    """Unlearn `forget` rows ({question, answer}, or {text} for bare-text methods) from `model` with one
+    method and the one trainer (multi-phase methods such as task_vector through their `apply`).
 
     `method` is a registered name (fields via a dict: ``{"name": "npo", "beta": 0.05}``) or a method
     instance; `train` holds `TrainConfig` fields (lr, epochs, steps, batch_size, ...). Returns the
     `TrainResult` (model, loss history, trainable parameter counts)."""
     from unlearnkit.data.formats import get_format
-    from unlearnkit.data.pairing import UnlearnData, encode_rows, idk_view
-    from unlearnkit.data.tofu import load_idk
+    from unlearnkit.pipeline import training_data, unlearn_once
     from unlearnkit.registry import METHODS
-    from unlearnkit.train import TrainConfig, train as _train
+    from unlearnkit.train import TrainConfig
 
     if isinstance(method, str):
         method = METHODS.build(method)
     elif isinstance(method, dict):
         method = METHODS.build(method["name"], **{k: v for k, v in method.items() if k != "name"})
-    fmt = get_format(format)
-    if method.needs_retain() and not retain:
-        raise UnlearnError(f"method '{method.registry_name}' uses retain data; pass retain rows"
-                           " (or set its retain_weight to 0 and pass retain=None with a method without retain)")
-    data = UnlearnData(
-        encode_rows(forget, tokenizer, fmt, max_length=max_length),
-        encode_rows(retain, tokenizer, fmt, max_length=max_length) if (retain and method.needs_retain()) else None,
-        {"idk": idk_view(forget, tokenizer, fmt, idk_answers or load_idk(), seed, max_length)}
-        if "idk" in method.extra_views else {},
-        pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
-    )
-    return _train(model, method, data, TrainConfig(seed=seed, **train), out_dir=out_dir)
+    data = training_data(method, tokenizer, get_format(format), forget, retain, max_length=max_length,
+                         idk_answers=idk_answers, generic_texts=generic_texts, seed=seed)
+    return unlearn_once(model, method, data, TrainConfig(seed=seed, **train), out_dir)
 
 
 def evaluate(model, tokenizer, splits, *, format: str = "openunlearning", retain_truth_ratios=None,

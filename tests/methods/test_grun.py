@@ -135,3 +135,14 @@ def test_sequential_requests_train_one_edit_each(tmp_path, isolated_env):
         run(load_recipe("default", [*SMALL, "data.sequential=[forget_9]"]), tmp_path / "bad", progress=False,
             log=lambda message: None)
     assert not (tmp_path / "bad").exists()
+
+
+def test_bf16_model_keeps_the_edit_in_float32(tiny_model, train_tiny):
+    run = train_tiny(GRUN(), steps=3, model=tiny_model.to(torch.bfloat16))
+    assert all(math.isfinite(v) for v in run.losses)
+    assert {p.dtype for p in edit_stack(run.model).parameters()} == {torch.float32}  # pitfall 20
+    assert next(run.model.model.parameters()).dtype == torch.bfloat16
+    with torch.no_grad():
+        out = run.model.generate(input_ids=torch.tensor([[1, 4, 5]]), max_new_tokens=3, do_sample=False,
+                                 pad_token_id=0)
+    assert out.shape == (1, 6)
