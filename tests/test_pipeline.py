@@ -194,6 +194,8 @@ def test_every_method_runs_on_small_world(first_run, tmp_path, method):
     report = quiet_run([f"method.name={method}", "train.steps=3"], tmp_path / method)
     assert report["method"] == method
     assert report["recipe"]["method"]["name"] == method
+    assert report["method_label"] == ("ERU (reconstructed)" if method == "eru" else method)
+    assert 0 < report["trainable_fraction"] <= 1 and report["trainable_params"] > 0
     assert report["train"]["steps"] == 3
     assert is_number(report["train"]["first_loss"]) and is_number(report["train"]["last_loss"])
     for key in HEADLINE:

@@ -43,17 +43,25 @@ def base_causal_lm(model: nn.Module) -> nn.Module:
     return get_base() if callable(get_base) else model
 
 
-def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The decoder blocks of `model` (a PEFT model is unwrapped first)."""
-    base = base_causal_lm(model)
-    for path in _LAYER_PATHS:
-        node = base
+def _first_path(root: nn.Module, paths: Sequence[str], kind: type) -> nn.Module | None:
+    """The first dotted attribute path of `paths` that leads from `root` to a `kind`."""
+    for path in paths:
+        node = root
         for part in path.split("."):
             node = getattr(node, part, None)
             if node is None:
                 break
-        if isinstance(node, nn.ModuleList):
+        if isinstance(node, kind):
             return node
+    return None
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The decoder blocks of `model` (a PEFT model is unwrapped first)."""
+    base = base_causal_lm(model)
+    layers = _first_path(base, _LAYER_PATHS, nn.ModuleList)
+    if layers is not None:
+        return layers
     raise UnlearnError(f"cannot find the decoder layers of {type(base).__name__}; supported layouts: "
                        f"{', '.join(_LAYER_PATHS)}")
 
@@ -176,13 +184,8 @@ def add_to_outputs(model: nn.Module, offsets: Mapping[int, torch.Tensor]):
 def mlp_down_projection(model: nn.Module, layer: int) -> nn.Module:
     """The MLP output projection of decoder block `layer` (a peft LoRA layer when adapters wrap it)."""
     block = decoder_layers(model)[layer]
-    for path in _MLP_DOWN_PATHS:
-        node = block
-        for part in path.split("."):
-            node = getattr(node, part, None)
-            if node is None:
-                break
-        if isinstance(node, nn.Module):
-            return node
+    module = _first_path(block, _MLP_DOWN_PATHS, nn.Module)
+    if module is not None:
+        return module
     raise UnlearnError(f"cannot find the MLP down-projection of {type(block).__name__} (layer {layer});"
                        f" supported layouts: {', '.join(_MLP_DOWN_PATHS)}")

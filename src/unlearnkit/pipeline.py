@@ -176,6 +176,7 @@ def run(recipe: Recipe, out_dir: str | os.PathLike | None = None, *, progress: b
         trainable = sum(stage["trainable_params"] for stage in stages)  # every request's edit / weights
         report = {
             "method": method.registry_name,
+            "method_label": getattr(method, "label", method.registry_name),  # e.g. "ERU (reconstructed)"
             "benchmark": bench.name,
             "model": recipe.model.name,
             "before": before["metrics"] if before else None,

@@ -36,7 +36,7 @@ def table_rows(report: dict) -> list[tuple[str, str, str, str]]:
 
 
 def markdown(report: dict) -> str:
-    lines = [f"# unlearnkit report: {report['method']} on {report['benchmark']}", "",
+    lines = [f"# unlearnkit report: {report.get('method_label', report['method'])} on {report['benchmark']}", "",
              f"Model: `{report['model']}`. Trained {report['train']['steps']} steps "
              f"({report['train']['trainable_params']:,} of {report['train']['total_params']:,} parameters,"
              f" {100 * report['trainable_fraction']:.2f}%) in {report['train']['seconds']} s.", ""]
@@ -66,7 +66,7 @@ def print_table(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{report['method']} on {report['benchmark']}")
+    table = Table(title=f"{report.get('method_label', report['method'])} on {report['benchmark']}")
     for column in ("metric", "before", "after", "reading"):
         table.add_column(column)
     for row in table_rows(report):

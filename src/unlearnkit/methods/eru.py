@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -80,6 +81,7 @@ class ERU(RetainRegularised):
     pgd_step_size: float = 0.5
     seed: int = 0
     reference = "logprobs"  # cached once for the fixed forget set
+    label: ClassVar[str] = "ERU (reconstructed)"  # how reports name it: the paper's code is not public
 
     def __post_init__(self) -> None:
         super().__post_init__()
