@@ -22,7 +22,7 @@ from unlearnkit.registry import METHODS
 from unlearnkit.report import fmt_value
 
 FAST = ["world.size=small", "train.steps=2", "eval.max_new_tokens=4"]
-ROW_KEYS = {"method", "status", "error", "forget_prob_before", "forget_prob_after", "forget_quality", "model_utility",
+ROW_KEYS = {"method", "label", "status", "error", "forget_prob_before", "forget_prob_after", "forget_quality", "model_utility",
             "trainable_params", "trainable_fraction", "wall_s", "unlearn_s", "peak_rss_mb", "peak_accelerator_mb",
             "steps", "stopped", "run_dir", "after"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
