@@ -244,7 +244,7 @@ def markdown(result: dict) -> str:
                       *["—"] * (3 + gpu), *[""] * failed])
     for r in rows:
         if r["status"] == "ok":
-            table.append([r.get("label", r["method"]), f"{_fmt(r['forget_prob_before'])} → {_fmt(r['forget_prob_after'])}",
+            table.append([(r.get("label") or r["method"]), f"{_fmt(r['forget_prob_before'])} → {_fmt(r['forget_prob_after'])}",
                           _fmt(r["forget_quality"]), _fmt(r["model_utility"]),
                           f"{r['trainable_params']:,} ({100 * r['trainable_fraction']:.3g}%)", _fmt(r["wall_s"]),
                           _fmt(r["peak_rss_mb"]), *[_fmt(r["peak_accelerator_mb"])] * gpu, *[""] * failed])
@@ -271,7 +271,7 @@ def plot(result: dict, path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    points = [(r.get("label", r["method"]), r["forget_quality"], r["model_utility"]) for r in result["rows"]
+    points = [((r.get("label") or r["method"]), r["forget_quality"], r["model_utility"]) for r in result["rows"]
               if r["status"] == "ok" and r["forget_quality"] is not None and r["model_utility"] is not None]
     start = result["start"] or {}
     if start.get("forget_quality") is not None and start.get("model_utility") is not None:
