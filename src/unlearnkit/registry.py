@@ -113,3 +113,5 @@ class Registry:
 
 
 METHODS = Registry("method", "unlearnkit.methods")
+JUDGES = Registry("judge", "unlearnkit.judges")
+BACKENDS = Registry("backend", "unlearnkit.agents")

@@ -1,0 +1,1 @@
+"""Harmfulness judges, one registered component each (`unlearn ls judges`)."""
