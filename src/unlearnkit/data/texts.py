@@ -19,8 +19,9 @@ from unlearnkit.errors import UnlearnError
 
 
 def text_of(row: dict) -> str:
-    if isinstance(row.get("text"), str):
-        return row["text"]
+    for key in ("text", "request"):  # {"request": ...}: a crafted request (`unlearn craft`)
+        if isinstance(row.get(key), str):
+            return row[key]
     if "question" in row and "answer" in row:
         return f"{row['question']} {row['answer']}"
     raise UnlearnError(f"a row needs a 'text' field or 'question' and 'answer' fields; got keys {sorted(row)}")
@@ -54,3 +55,35 @@ def generic_view(n_rows: int, pool: Sequence[str], tokenizer: Any, max_length: i
     if not pool:
         raise UnlearnError("the generic text pool is empty; give data.generic_file with texts")
     return [encode_text(tokenizer, pool[i % len(pool)], max_length=max_length) for i in range(n_rows)]
+
+
+def load_rows(path: str | Path) -> list[dict]:
+    """Unlearning requests from a .json list or .jsonl file: rows with "text" / "request" (bare text) or
+    "question" + "answer"; a .txt file gives one {"text": line} per non-empty line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UnlearnError(f"data.forget_file: {path} does not exist; give a .jsonl/.json/.txt file of requests")
+    if path.suffix == ".txt":
+        rows = [{"text": t} for t in load_texts(path)]
+    else:
+        raw = path.read_text()
+        try:
+            if path.suffix == ".json":
+                rows = json.loads(raw)
+            else:
+                rows = []
+                for number, line in enumerate(raw.splitlines(), 1):
+                    if line.strip():
+                        try:
+                            rows.append(json.loads(line))
+                        except json.JSONDecodeError as err:
+                            raise UnlearnError(f"{path}:{number}: not valid JSON ({err.msg}); one JSON object per line") from None
+        except json.JSONDecodeError as err:
+            raise UnlearnError(f"{path}: not valid JSON ({err}); give a list of objects") from None
+    if not isinstance(rows, list) or not rows:
+        raise UnlearnError(f"{path} holds no requests; give at least one row")
+    for number, row in enumerate(rows, 1):
+        if not isinstance(row, dict):
+            raise UnlearnError(f"{path}: row {number} is not an object; use {{\"text\": ...}}")
+        text_of(row)  # every row must be usable as text (raises naming the keys it has)
+    return rows
