@@ -24,7 +24,7 @@ def text_of(row: dict) -> str:
             return row[key]
     if "question" in row and "answer" in row:
         return f"{row['question']} {row['answer']}"
-    raise UnlearnError(f"a row needs a 'text' field or 'question' and 'answer' fields; got keys {sorted(row)}")
+    raise UnlearnError(f"a row needs a 'text' (or 'request') field, or 'question' and 'answer' fields; got keys {sorted(row)}")
 
 
 def encode_text_rows(rows: Sequence[dict], tokenizer: Any, max_length: int | None = None) -> list[Example]:
