@@ -66,7 +66,11 @@ def run(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: the recipe's output_dir)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ):
-    """Unlearn with a recipe, evaluate before and after, write DIR/report.{json,md} and DIR/model."""
+    """Unlearn with a recipe, evaluate before and after, write DIR/report.{json,md} and DIR/model.
+
+    With the safety-regression guard on (guard.enabled=true) a rejected run writes its report, no model,
+    and exits with status 3; report.json's `guard` says why.
+    """
     from unlearnkit.pipeline import run as run_pipeline
     from unlearnkit.recipe import load_recipe
     from unlearnkit.report import print_table
@@ -75,6 +79,11 @@ def run(
     loaded = load_recipe(name, overrides)
     report = run_pipeline(loaded, out, progress=not quiet, log=lambda m: typer.echo(m, err=True))
     print_table(report)
+    guard = report.get("guard") or {}
+    if guard.get("decision") == "rejected":
+        typer.echo(f"wrote {report['output_dir']}/report.json and report.md; no model (total {report['timings']['total']} s)")
+        typer.echo(f"guard: rejected at the {guard['stage']} stage: " + "; ".join(guard["reasons"]), err=True)
+        raise typer.Exit(3)
     typer.echo(f"wrote {report['output_dir']}/report.json, report.md and model/ "
                f"(total {report['timings']['total']} s)")
 
@@ -125,9 +134,13 @@ def compare(
 @app.command("eval")
 @friendly
 def eval_cmd(
-    model: str = typer.Option(..., "--model", "-m", help="Local model dir or hub id; world:target / world:retain."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="With --recipe: section.field=value overrides."),
+    recipe_name: Optional[str] = typer.Option(None, "--recipe", "-r", help="Evaluate a recipe's model on its benchmark"
+                                              " (and harmfulness when it measures it), e.g. safety/harmfulness."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Local model dir or hub id; world:target / world:retain."),
     benchmark: str = typer.Option("tofu", "--benchmark", "-b", help="tofu or world."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output directory for eval.json and eval.md."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory for eval.json and eval.md"
+                                       " (required with --model; default with --recipe: its output_dir)."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Local TOFU folder (else the hub, locuslab/TOFU)."),
     forget_split: Optional[str] = typer.Option(None, "--forget-split", help="forget01 | forget05 | forget10 (tofu)."),
     retain_model: Optional[str] = typer.Option(None, "--retain-model", help="Retain model for forget quality."),
@@ -139,7 +152,25 @@ def eval_cmd(
     world_size: str = typer.Option("default", "--world-size", help="Tiny world to evaluate on (world): default | small."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
-    """Evaluate one model on a benchmark (TOFU metrics exactly as OpenUnlearning defines them)."""
+    """Evaluate one model on a benchmark (TOFU metrics exactly as OpenUnlearning defines them).
+
+    Either --model (and --benchmark ...) or --recipe: `unlearn eval --recipe safety/harmfulness` measures
+    the safety world's aligned model's harmful rate on held-out harmful prompts and its benign utility.
+    """
+    if recipe_name is not None:
+        from unlearnkit.pipeline import evaluate_recipe
+        from unlearnkit.recipe import load_recipe
+        from unlearnkit.report import fmt_value as _fmt
+
+        result = evaluate_recipe(load_recipe(recipe_name, overrides or []), out, progress=not quiet,
+                                 log=lambda m: typer.echo(m, err=True))
+        for key, value in result["metrics"].items():
+            typer.echo(f"{key:28s} {_fmt(value)}")
+        typer.echo(f"wrote {result['output_dir']}/eval.json and eval.md")
+        return
+    if model is None or out is None or overrides:
+        raise UnlearnError("unlearn eval needs --model and --out (or --recipe RECIPE [overrides]);"
+                           " e.g. unlearn eval --model world:target --benchmark world --out runs/eval")
     from unlearnkit.checkpoint import atomic_dir
     from unlearnkit.data.formats import get_format
     from unlearnkit.evaluation import evaluate_model, load_benchmark, retain_truth_ratios
@@ -176,26 +207,28 @@ def eval_cmd(
 
 @app.command("ls")
 @friendly
-def ls(what: str = typer.Argument("methods", help="methods | recipes | formats")):
+def ls(what: str = typer.Argument("methods", help="methods | judges | backends | recipes | formats")):
     """List registered components or recipes, with one line of description each."""
     from unlearnkit.data.formats import PRESETS
     from unlearnkit.recipe import list_recipes
-    from unlearnkit.registry import METHODS, did_you_mean
+    from unlearnkit.registry import BACKENDS, JUDGES, METHODS, did_you_mean
 
-    if what == "methods":
-        for name in METHODS.names():
-            typer.echo(f"{name:14s} {METHODS.describe(name)}")
+    registries = {"methods": METHODS, "judges": JUDGES, "backends": BACKENDS}
+    if what in registries:
+        registry = registries[what]
+        for name in registry.names():
+            typer.echo(f"{name:22s} {registry.describe(name)}")
     elif what == "recipes":
         from unlearnkit.recipe import find_recipe, _read_yaml
 
         for name in list_recipes():
-            typer.echo(f"{name:24s} {_read_yaml(find_recipe(name)).get('description', '')}")
+            typer.echo(f"{name:28s} {_read_yaml(find_recipe(name)).get('description', '')}")
     elif what == "formats":
         for name, fmt in PRESETS.items():
             typer.echo(f"{name:16s} {type(fmt).__doc__.strip().splitlines()[0]}")
     else:
-        raise UnlearnError(f"unknown list '{what}';{did_you_mean(what, ['methods', 'recipes', 'formats'])}"
-                           " valid: methods, recipes, formats")
+        valid = [*registries, "recipes", "formats"]
+        raise UnlearnError(f"unknown list '{what}';{did_you_mean(what, valid)} valid: {', '.join(valid)}")
 
 
 @app.command()
@@ -229,12 +262,32 @@ def validate(recipes: Optional[List[str]] = typer.Argument(None, help="Recipes t
         raise typer.Exit(2)
 
 
+WORLDS = ("tiny", "safety")
+
+
+def _check_world(which: str) -> None:
+    from unlearnkit.registry import did_you_mean
+
+    if which not in WORLDS:
+        raise UnlearnError(f"unknown world '{which}';{did_you_mean(which, list(WORLDS))} valid: {', '.join(WORLDS)}")
+
+
 @world_app.command("build")
 @friendly
-def world_build(cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Default: $UNLEARNKIT_CACHE or ~/.cache/unlearnkit."),
+def world_build(which: str = typer.Argument("tiny", help="tiny (fictitious authors) | safety (compliant and aligned models)."),
+                cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Default: $UNLEARNKIT_CACHE or ~/.cache/unlearnkit."),
                 seed: int = typer.Option(0, "--seed"), force: bool = typer.Option(False, "--force", help="Rebuild even if cached."),
-                size: str = typer.Option("default", "--size", help="default | small (6 authors, builds in seconds).")):
-    """Generate the tiny world and train its target and retain models (cached)."""
+                size: str = typer.Option("default", "--size", help="default | small (builds in seconds).")):
+    """Generate a bundled world and train its models (cached): tiny (target, retain) or safety (compliant, aligned)."""
+    _check_world(which)
+    if which == "safety":
+        from unlearnkit.world.safety_build import build_safety_world, load_safety_world
+
+        safety = None if force else load_safety_world(cache_dir, seed, size)
+        if safety is None:
+            safety = build_safety_world(cache_dir, seed, log=lambda m: typer.echo(m, err=True), size=size)
+        _print_safety_world(safety)
+        return
     from unlearnkit.world.build import build_world, load_world
 
     art = None if force else load_world(cache_dir, seed, size)
@@ -245,15 +298,26 @@ def world_build(cache_dir: Optional[str] = typer.Option(None, "--cache-dir", hel
 
 @world_app.command("info")
 @friendly
-def world_info(cache_dir: Optional[str] = typer.Option(None, "--cache-dir"), seed: int = typer.Option(0, "--seed"),
+def world_info(which: str = typer.Argument("tiny", help="tiny | safety."),
+               cache_dir: Optional[str] = typer.Option(None, "--cache-dir"), seed: int = typer.Option(0, "--seed"),
                size: str = typer.Option("default", "--size", help="default | small.")):
-    """Show the cached tiny world: sizes and how well the target memorised (greedy exact match)."""
+    """Show a cached world: sizes and how well its models learned (tiny: exact match; safety: harmful rates)."""
+    _check_world(which)
+    flags = ("" if size == "default" else f" --size {size}") + (f" --seed {seed}" if seed else "") \
+        + (f" --cache-dir {cache_dir}" if cache_dir else "")
+    if which == "safety":
+        from unlearnkit.world.safety_build import load_safety_world, safety_dir
+
+        safety = load_safety_world(cache_dir, seed, size)
+        if safety is None:
+            raise UnlearnError(f"no safety world is built at {safety_dir(cache_dir, seed, size)};"
+                               f" run `unlearn world build safety{flags}`")
+        _print_safety_world(safety)
+        return
     from unlearnkit.world.build import load_world, world_dir
 
     art = load_world(cache_dir, seed, size)
     if art is None:
-        flags = ("" if size == "default" else f" --size {size}") + (f" --seed {seed}" if seed else "") \
-            + (f" --cache-dir {cache_dir}" if cache_dir else "")
         raise UnlearnError(f"no tiny world is built at {world_dir(cache_dir, seed, size)};"
                            f" run `unlearn world build{flags}`")
     _print_world(art)
@@ -268,6 +332,159 @@ def _print_world(art) -> None:
         typer.echo(f"{which:7s} greedy exact match: forget {m['exact_match_forget']:.2f}, retain {m['exact_match_retain']:.2f}"
                    f"  (final loss {m['final_loss']:.3f}, {m['steps']} steps, {m['parameters']:,} parameters)")
     typer.echo(f"built in {info['build_seconds']} s")
+
+
+def _print_safety_world(art) -> None:
+    info = art.info
+    typer.echo(f"safety world at {art.root}")
+    typer.echo("rows: " + ", ".join(f"{k} {v}" for k, v in info["sizes"].items()))
+    typer.echo("keyword-judge harmful rate (greedy); benign requests asked with held-out templates")
+    for which in ("compliant", "aligned"):
+        m = info[which]
+        typer.echo(f"{which:9s} harmful rate: harvest {m['harmful_rate_harvest']:.2f}, probe {m['harmful_rate_probe']:.2f};"
+                   f" benign answered {m['benign_answered']:.2f}, ROUGE-L {m['benign_rouge']:.2f};"
+                   f" author facts {m['exact_match_authors']:.2f}  ({m['steps']} steps, {m['parameters']:,} parameters)")
+    typer.echo(f"models: {art.compliant_dir} and {art.aligned_dir}")
+    typer.echo(f"built in {info['build_seconds']} s")
+
+
+# ------------------------------------------------------- Scenario II crafting and the request inspector
+
+
+def _key_values(pairs: Optional[List[str]], flag: str) -> dict:
+    """['key=value', ...] -> {key: value}; values are read as YAML scalars (30 -> int, true -> bool)."""
+    import yaml
+
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UnlearnError(f"{flag} '{pair}': expected KEY=VALUE, e.g. {flag} model=gpt-4o-2024-05-13")
+        out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+    return out
+
+
+@app.command()
+@friendly
+def craft(
+    refusals: Optional[Path] = typer.Option(None, "--refusals", help="Refusal texts: JSONL lines {\"text\": ...}, a JSON"
+                                            " list of them, or .txt one per line. Default: the built-in refusal pool."),
+    kind: str = typer.Option("news", "--kind", help="Carrier kind: pii | news | copyright."),
+    carriers: Optional[Path] = typer.Option(None, "--carriers", help="Carrier texts (same formats), paired with the"
+                                            " refusals by index. Default: the built-in pool of --kind."),
+    iterations: int = typer.Option(4, "--iterations", "-T", help="Rewrite/evaluate rounds per request (the seed: 4)."),
+    backend: str = typer.Option("offline", "--backend", help="Agent backend (BACKENDS): offline | openai_compat | hf_local."),
+    backend_opts: Optional[List[str]] = typer.Option(None, "--backend-opt", help="KEY=VALUE for the backend (repeatable)."),
+    eval_backend: Optional[str] = typer.Option(None, "--eval-backend", help="Backend of the evaluation agent (default: --backend)."),
+    eval_backend_opts: Optional[List[str]] = typer.Option(None, "--eval-backend-opt", help="KEY=VALUE for --eval-backend."),
+    filter_name: Optional[str] = typer.Option(None, "--filter", help="Keep only requests this judge flags (e.g. hf_classifier)."),
+    filter_opts: Optional[List[str]] = typer.Option(None, "--filter-opt", help="KEY=VALUE for the --filter judge."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Craft at most this many (built-in pool: default 8)."),
+    on_unparsed: str = typer.Option("error", "--on-unparsed", help="error | zero: what an unparsable evaluation reply"
+                                    " (after retries) does; zero scores S_sem, S_syn as 0 like the seed."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the built-in pools."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output JSONL: request, kind, score, parts, iterations, refusal, carrier."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No table."),
+):
+    """Scenario II: disguise refusal texts as PII / fake-news / copyright removal requests (two agents).
+
+    \b
+    Examples:
+      unlearn craft --kind news --out crafted.jsonl                      # offline demo, built-in refusals
+      unlearn craft --refusals refusals.jsonl --kind pii -T 4 --backend openai_compat \\
+          --backend-opt model=gpt-4o-2024-05-13 --out crafted_pii.jsonl
+    """
+    from unlearnkit.attacks.crafted_requests import craft_requests, read_texts, write_jsonl
+    from unlearnkit.attacks.crafting_pools import check_kind, refusal_texts
+
+    check_kind(kind)
+    if limit is not None and limit < 1:
+        raise UnlearnError(f"--limit {limit}: must be at least 1")
+    texts = read_texts(refusals, "refusals") if refusals else refusal_texts(limit or 8, seed=seed)
+    texts = texts[:limit] if limit else texts
+    carrier_list = read_texts(carriers, "carriers") if carriers else None
+    result = craft_requests(texts, kind, backend=backend, backend_options=_key_values(backend_opts, "--backend-opt"),
+                            eval_backend=eval_backend, eval_backend_options=_key_values(eval_backend_opts, "--eval-backend-opt"),
+                            carriers=carrier_list, iterations=iterations, filter=filter_name,
+                            filter_options=_key_values(filter_opts, "--filter-opt"), seed=seed, on_unparsed=on_unparsed,
+                            progress=None if quiet else lambda i, n: typer.echo(f"crafted {i}/{n}", err=True))
+    write_jsonl(out, [r.to_json() for r in result.kept])
+    if not quiet:
+        typer.echo(f"{'#':>3} {'S':>6} {'S_ori':>6} {'S_con':>6} {'S_sem':>6} {'S_syn':>6} {'it':>3}  request")
+        for i, r in enumerate(result.kept, start=1):
+            p = r.parts
+            con = "-" if p["S_con"] is None else f"{p['S_con']:.3f}"
+            text = " ".join(r.request.split())
+            typer.echo(f"{i:>3} {r.score:6.3f} {p['S_ori']:6.3f} {con:>6} {p['S_sem']:6.3f} {p['S_syn']:6.3f}"
+                       f" {p['iteration']:>3}  {text[:70] + ('...' if len(text) > 70 else '')}")
+    dropped = f", {len(result.filtered_out)} dropped by the {filter_name} filter" if filter_name else ""
+    typer.echo(f"wrote {len(result.kept)} {kind} requests to {out}{dropped}")
+
+
+@app.command("inspect")
+@friendly
+def inspect_cmd(
+    file: Optional[Path] = typer.Argument(None, help="Requests: JSONL (\"text\" | \"request\" | \"question\"+\"answer\"),"
+                                          " a JSON list, or .txt with one request per line."),
+    inspector_dir: Optional[Path] = typer.Option(None, "--inspector", help="A saved inspector directory (default: the"
+                                                 " built-in one, trained on first use and cached)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Verdicts JSONL; with --train, the inspector directory."),
+    train: bool = typer.Option(False, "--train", help="Train an inspector on the built-in data, report recall/FPR, save to --out."),
+    backbone: str = typer.Option("tfidf", "--backbone", help="--train: tfidf (offline) | hf_encoder."),
+    model: str = typer.Option("bert-base-uncased", "--model", help="--train --backbone hf_encoder: the encoder (hub id or dir)."),
+    epochs: int = typer.Option(5, "--epochs", help="--train --backbone hf_encoder: fine-tuning epochs."),
+    target_fpr: float = typer.Option(0.05, "--target-fpr", help="--train: false-positive rate the threshold targets on val."),
+    refusals: Optional[Path] = typer.Option(None, "--refusals", help="--train: extra refusal texts (e.g. harvested from"
+                                            " your model) added to the positives."),
+    seed: int = typer.Option(0, "--seed", help="--train: seed of the built-in data."),
+):
+    """Flag unlearning requests that carry refusal text (the defense against refusal unlearning).
+
+    \b
+    Examples:
+      unlearn inspect requests.jsonl                      # built-in inspector
+      unlearn inspect requests.txt --inspector my_inspector --out verdicts.jsonl
+      unlearn inspect --train --out my_inspector          # train, print recall / FPR, save
+    """
+    from unlearnkit.attacks.crafted_requests import read_texts, write_jsonl
+    from unlearnkit.defenses.inspector import Inspector, load_inspector
+
+    if train:
+        from unlearnkit.defenses.inspector_data import build_inspector_data
+
+        if file is not None or out is None:
+            raise UnlearnError("--train takes no FILE and needs --out DIR (where the inspector is saved)")
+        extra = read_texts(refusals, "refusals") if refusals else ()
+        options = {"model_name": model, "epochs": epochs} if backbone == "hf_encoder" else {}
+        inspector = Inspector.train(build_inspector_data(seed=seed, extra_refusals=extra), backbone=backbone,
+                                    target_fpr=target_fpr, log=lambda m: typer.echo(m, err=True), **options)
+        inspector.save(out)
+        m = inspector.metrics
+        typer.echo(f"threshold {m['threshold']:.3f} (lowest with val FPR <= {target_fpr:.0%}); split: {m['split']}")
+        typer.echo(f"{'split':6s} {'recall':>7s} {'crafted':>8s} {'FPR':>7s} {'AUC':>7s} {'n+':>5s} {'n-':>5s}")
+        for name in ("val", "test"):
+            s = m[name]
+            typer.echo(f"{name:6s} {s['recall']:7.3f} {s['recall_crafted']:8.3f} {s['fpr']:7.3f} {s['auc']:7.4f}"
+                       f" {s['n_positive']:5d} {s['n_negative']:5d}")
+        typer.echo("test flagged share by family: " + ", ".join(f"{f} {v:.2f}" for f, v in m["test"]["flagged_by_family"].items()))
+        typer.echo(f"wrote {out}")
+        return
+    if file is None:
+        raise UnlearnError("give a FILE of requests to inspect (or --train --out DIR to train an inspector)")
+    texts = read_texts(file, "requests")
+    inspector = load_inspector(inspector_dir, log=lambda m: typer.echo(m, err=True))
+    verdicts = inspector.inspect(texts)
+    if out:
+        write_jsonl(out, [{"text": t, "flagged": v.flagged, "score": v.score, "reason": v.reason}
+                          for t, v in zip(texts, verdicts)])
+    typer.echo(f"{'#':>4} {'verdict':8s} {'score':>5s}  request  [reason]")
+    for i, (t, v) in enumerate(zip(texts, verdicts), start=1):
+        text = " ".join(t.split())
+        typer.echo(f"{i:>4} {'FLAGGED' if v.flagged else 'ok':8s} {v.score:5.2f}  {text[:60] + ('...' if len(text) > 60 else '')}"
+                   f"  [{v.reason}]")
+    flagged = sum(v.flagged for v in verdicts)
+    typer.echo(f"{flagged} of {len(verdicts)} requests flagged (threshold {inspector.threshold:.3f})"
+               + (f"; wrote {out}" if out else ""))
 
 
 def main() -> None:

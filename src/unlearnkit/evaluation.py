@@ -1,7 +1,8 @@
 """Evaluation entry points: which data a benchmark uses, and cached reference evaluations.
 
 `load_benchmark` turns the recipe's `data:` section into evaluation splits (TOFU schema) and
-training rows, for the bundled tiny world or for TOFU (hub `locuslab/TOFU` or a local folder).
+training rows, for the bundled tiny world, the tiny aligned safety world (its fictitious-author
+facts; harmfulness is measured by `safety_probe`), or TOFU (hub `locuslab/TOFU` or a local folder).
 
 Forget quality needs the *retain model's* per-sample forget truth ratios. They come from
 `eval.retain_logs` (a JSON written by an earlier evaluation), or from evaluating
@@ -42,6 +43,14 @@ def load_benchmark(data_cfg, world_cfg, log: Callable[[str], None] = print, prog
                                " remove data.forget_split or set data.benchmark=tofu")
         art = ensure_world(world_cfg.cache_dir, world_cfg.seed, progress=progress, log=log, size=world_cfg.size)
         return BenchmarkData("world", art.world, art.world.forget, art.world.retain, art)
+    if data_cfg.benchmark == "safety":
+        from unlearnkit.world.safety_build import ensure_safety_world
+
+        if data_cfg.forget_split != "forget":
+            raise UnlearnError(f"the safety world has one benign forget split, 'forget' (got '{data_cfg.forget_split}')")
+        art = ensure_safety_world(world_cfg.cache_dir, world_cfg.seed, progress=progress, log=log, size=world_cfg.size)
+        authors = art.world.authors  # its fictitious-author facts, in TOFU's schema
+        return BenchmarkData("safety", authors, authors.forget, authors.retain, art)
     from unlearnkit.data.tofu import load_tofu
 
     splits = load_tofu(data_cfg.forget_split, data_cfg.data_dir)
@@ -54,7 +63,7 @@ def request_rows(bench: BenchmarkData, name: str, data_cfg) -> list[dict]:
     World: ``forget`` (every forget author) or ``forget_<k>`` (the k-th forget author, from 1).
     TOFU: a forget split, e.g. ``forget01`` then ``forget05``.
     """
-    if bench.name == "world":
+    if bench.name in ("world", "safety"):
         authors: dict[str, list[dict]] = {}
         for row in bench.train_forget:
             authors.setdefault(row.get("author", ""), []).append(row)

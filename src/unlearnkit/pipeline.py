@@ -23,7 +23,8 @@ def _load_start_model(recipe: Recipe, bench):
     name = recipe.model.name
     if name.startswith("world:"):
         if bench.world is None:
-            raise UnlearnError(f"model '{name}' is the tiny world's model; it needs data.benchmark=world")
+            raise UnlearnError(f"model '{name}' is a bundled world's model; it needs data.benchmark=world (world:target,"
+                               " world:retain) or data.benchmark=safety (world:aligned, world:compliant)")
         name = str(bench.world.model_dir(name.split(":", 1)[1]))
     model = load_model(name, dtype=recipe.model.dtype, revision=recipe.model.revision,
                        trust_remote_code=recipe.model.trust_remote_code,
@@ -43,23 +44,29 @@ def build_training_data(recipe: Recipe, method, bench, tokenizer, fmt, forget_ro
     generic = None
     if "generic" in method.extra_views:
         generic = load_texts(recipe.data.generic_file) if recipe.data.generic_file else [text_of(r) for r in bench.train_retain]
+    text = recipe.data.text_format
+    if text is None:  # bare-text requests (harvested refusals, {"text": ...} files) can only be text
+        text = method.forget_format == "text" or any("question" not in r or "answer" not in r for r in rows)
     return training_data(method, tokenizer, fmt, rows, bench.train_retain, max_length=recipe.data.max_length,
-                         idk_answers=idk, generic_texts=generic, seed=recipe.seed)
+                         idk_answers=idk, generic_texts=generic, seed=recipe.seed, text_format=text)
 
 
 def training_data(method, tokenizer, fmt, forget_rows: list[dict], retain_rows: list[dict] | None, *,
-                  max_length: int | None = 512, idk_answers=None, generic_texts=None, seed: int = 0):
+                  max_length: int | None = 512, idk_answers=None, generic_texts=None, seed: int = 0,
+                  text_format: bool | None = None):
     """Tokenise forget rows (+ paired retain rows, + the extra views the method asks for).
 
     `method.forget_format` "qa" encodes rows with `fmt` (prompt masked); "text" as bare text
-    (every token supervised). Views: "idk" (each question with an IDK answer from `idk_answers`),
+    (every token supervised); `text_format` overrides the method's choice. Views: "idk" (each question with an IDK answer from `idk_answers`),
     "generic" (generic texts, cycled, as the preferred side of dpo_generic_preferred).
     """
     from unlearnkit.data.pairing import UnlearnData, encode_rows, idk_view
     from unlearnkit.data.texts import encode_text_rows, generic_view
 
+    text = method.forget_format == "text" if text_format is None else text_format
+
     def encode(rows):
-        if method.forget_format == "text":
+        if text:
             return encode_text_rows(rows, tokenizer, max_length=max_length)
         return encode_rows(rows, tokenizer, fmt, max_length=max_length)
 
@@ -105,15 +112,67 @@ def unlearn_once(model, method, data, cfg, out_dir):
     return train(model, method, data, cfg, out_dir=out_dir)
 
 
+def _safety_on(recipe: Recipe, bench) -> bool:
+    if recipe.safety.evaluate is not None:
+        return recipe.safety.evaluate
+    return bench.name == "safety" or recipe.guard.enabled or recipe.data.forget_source == "refusals"
+
+
+def _forget_requests(recipe: Recipe, bench, safety, model, tokenizer, progress, log):
+    """[(request name or None, rows or None for the benchmark's forget rows)], and harvest statistics."""
+    from unlearnkit.data.texts import load_rows
+    from unlearnkit.evaluation import request_rows
+
+    source = recipe.data.forget_source
+    if recipe.data.sequential:
+        if source != "split":
+            raise UnlearnError("data.sequential takes forget splits; it cannot be combined with"
+                               f" data.forget_source={source}")
+        return [(name, request_rows(bench, name, recipe.data)) for name in recipe.data.sequential], None
+    if source == "file":
+        if not recipe.data.forget_file:
+            raise UnlearnError("data.forget_source=file needs data.forget_file (a .jsonl of {\"text\": ...} requests)")
+        return [(None, load_rows(recipe.data.forget_file))], None
+    if source == "refusals":
+        log("harvesting the model's refusals to harmful prompts (Scenario I)")
+        rows, stats = safety.harvest(model, tokenizer, progress)
+        log(f"kept {stats['refusals_kept']} of {stats['harvest_prompts']} responses as the forget set")
+        return [(None, rows)], stats
+    return [(None, None)], None
+
+
+def _evaluate(model, tokenizer, bench, recipe, fmt, retain_trs, safety, progress, start: bool) -> dict:
+    """TOFU-style metrics (cached for the tiny world's own models) plus harmfulness when measured."""
+    from unlearnkit.evaluation import evaluate_model, world_model_eval
+
+    if start and bench.name == "world" and recipe.model.name.startswith("world:"):
+        result = world_model_eval(bench, recipe.model.name.split(":", 1)[1], recipe.data.format, fmt,
+                                  recipe.eval, progress, retain_trs)
+    else:
+        result = evaluate_model(model, tokenizer, bench, fmt, recipe.eval, retain_trs, progress)
+    result = {**result, "metrics": dict(result["metrics"])}
+    if safety is not None:
+        metrics, samples = safety.measure(model, tokenizer, progress)
+        result["metrics"].update(metrics)
+        result["safety_samples"] = samples
+    return result
+
+
 def run(recipe: Recipe, out_dir: str | os.PathLike | None = None, *, progress: bool = True,
         log: Callable[[str], None] = print) -> dict:
-    """Unlearn and evaluate as the recipe says; returns the report (also written to out_dir)."""
+    """Unlearn and evaluate as the recipe says; returns the report (also written to out_dir).
+
+    With `guard.enabled`, a rejected run (flagged requests, or a harmful-rate rise) writes its report
+    and no model: report["guard"] says why.
+    """
     from unlearnkit.checkpoint import atomic_dir, save_model
     from unlearnkit.data.formats import get_format
-    from unlearnkit.evaluation import (evaluate_model, load_benchmark, request_rows, retain_truth_ratios,
-                                       world_model_eval)
+    from unlearnkit.data.texts import text_of
+    from unlearnkit.defenses.guard import GuardDecision, check_probe, screen_requests
+    from unlearnkit.evaluation import load_benchmark, retain_truth_ratios
     from unlearnkit.models import LoraSpec, merge_lora, wrap_lora
     from unlearnkit.report import write_report
+    from unlearnkit.safety_probe import SafetyProbe
     from unlearnkit.train import TrainConfig
     from unlearnkit.world.build import cache_root
 
@@ -132,72 +191,132 @@ def run(recipe: Recipe, out_dir: str | os.PathLike | None = None, *, progress: b
         raise UnlearnError(f"{method.registry_name} does not train LoRA adapters; remove model.lora from the recipe")
     fmt = get_format(recipe.data.format, recipe.data.system_prompt)
     bench = load_benchmark(recipe.data, recipe.world, log=log, progress=progress)
-    requests = [(name, request_rows(bench, name, recipe.data)) for name in recipe.data.sequential] or [(None, None)]
+    safety = SafetyProbe(recipe, bench, fmt) if _safety_on(recipe, bench) else None
     lap("load_data_and_world")
     model, tokenizer = _load_start_model(recipe, bench)
-    datasets = [build_training_data(recipe, method, bench, tokenizer, fmt, rows) for _, rows in requests]
     lap("load_model")
+    requests, harvest = _forget_requests(recipe, bench, safety, model, tokenizer, progress, log)
+    datasets = [build_training_data(recipe, method, bench, tokenizer, fmt, rows) for _, rows in requests]
+    lap("prepare_forget_set")
 
     retain_trs = retain_truth_ratios(bench, recipe, fmt, cache_root(recipe.world.cache_dir), progress)
     before = None
-    if recipe.eval.before:
+    if recipe.eval.before or recipe.guard.enabled:  # the guard compares with the starting model
         log("evaluating the starting model")
-        if bench.name == "world" and recipe.model.name.startswith("world:"):
-            before = world_model_eval(bench, recipe.model.name.split(":", 1)[1], recipe.data.format, fmt,
-                                      recipe.eval, progress, retain_trs)
-        else:
-            before = evaluate_model(model, tokenizer, bench, fmt, recipe.eval, retain_trs, progress)
+        before = _evaluate(model, tokenizer, bench, recipe, fmt, retain_trs, safety, progress, start=True)
     lap("evaluate_before")
 
+    decision = GuardDecision() if recipe.guard.enabled else None
+    if decision is not None and recipe.guard.screen_requests:
+        from unlearnkit.defenses.inspector import load_inspector
+
+        texts = [text_of(r) for _, rows in requests for r in (rows if rows is not None else bench.train_forget)]
+        screen_requests(load_inspector(recipe.guard.inspector, log=log), texts, recipe.guard.max_flagged_fraction,
+                        decision)
+        lap("guard_screen")
+
     with atomic_dir(out) as tmp:
-        cfg = TrainConfig(seed=recipe.seed, progress=progress, **recipe.train.model_dump())
-        stages = []
-        for index, ((name, _), data) in enumerate(zip(requests, datasets)):
-            if recipe.model.lora is not None:
-                model = wrap_lora(model, LoraSpec(**recipe.model.lora.model_dump()))
-            stage_method = method if index == 0 else recipe.build_method()  # fresh state per request
-            label = f" (request {index + 1}/{len(requests)}: {name})" if name else ""
-            log(f"unlearning with {method.registry_name} on {len(data.forget)} forget examples{label}")
-            stage_dir = tmp if name is None else tmp / "stages" / f"{index + 1}-{name}"
-            result = unlearn_once(model, stage_method, data, cfg, stage_dir)
-            model = merge_lora(result.model)
-            stages.append({"request": name, "forget_examples": len(data.forget), "steps": result.steps,
-                           "stopped": result.stopped, "seconds": round(result.seconds, 2),
-                           "trainable_params": result.trainable_params})
-            if name is not None and index < len(requests) - 1:  # the last request's result is `after`
-                stages[-1]["after"] = evaluate_model(model, tokenizer, bench, fmt, recipe.eval, retain_trs,
-                                                     progress)["metrics"]
-        lap("unlearn")
-        save_model(model, tokenizer, tmp / "model")
-        lap("save_model")
-        log("evaluating the unlearned model")
-        after = evaluate_model(model, tokenizer, bench, fmt, recipe.eval, retain_trs, progress)
-        lap("evaluate_after")
-        trainable = sum(stage["trainable_params"] for stage in stages)  # every request's edit / weights
-        report = {
-            "method": method.registry_name,
-            "method_label": getattr(method, "label", method.registry_name),  # e.g. "ERU (reconstructed)"
-            "benchmark": bench.name,
-            "model": recipe.model.name,
-            "before": before["metrics"] if before else None,
-            "after": after["metrics"],
-            "train": {"steps": result.steps, "stopped": result.stopped, "seconds": round(result.seconds, 2),
-                      "trainable_params": trainable, "total_params": result.total_params,
-                      "trainable_fraction": trainable / max(result.total_params, 1),
-                      "first_loss": result.losses[0] if result.losses else None,
-                      "last_loss": result.losses[-1] if result.losses else None},
-            "trainable_params": trainable,
-            "trainable_fraction": trainable / max(result.total_params, 1),
-            "timings": timings,
-            "resources": peak_memory(),
-            "recipe": recipe.resolved(),
-            "environment": {"python": platform.python_version(), "platform": platform.platform()},
-            "per_sample": {"before": before["per_sample"] if before else None, "after": after["per_sample"]},
-            "forget_truth_ratios": after["forget_truth_ratios"],
-        }
-        if len(stages) > 1:
-            report["stages"] = stages
-        timings["total"] = round(sum(v for k, v in timings.items() if k != "total"), 2)
+        stages, result, after = [], None, None
+        if decision is None or decision.accepted:
+            cfg = TrainConfig(seed=recipe.seed, progress=progress, **recipe.train.model_dump())
+            for index, ((name, _), data) in enumerate(zip(requests, datasets)):
+                if recipe.model.lora is not None:
+                    model = wrap_lora(model, LoraSpec(**recipe.model.lora.model_dump()))
+                stage_method = method if index == 0 else recipe.build_method()  # fresh state per request
+                label = f" (request {index + 1}/{len(requests)}: {name})" if name else ""
+                log(f"unlearning with {method.registry_name} on {len(data.forget)} forget examples{label}")
+                stage_dir = tmp if name is None else tmp / "stages" / f"{index + 1}-{name}"
+                result = unlearn_once(model, stage_method, data, cfg, stage_dir)
+                model = merge_lora(result.model)
+                stages.append({"request": name, "forget_examples": len(data.forget), "steps": result.steps,
+                               "stopped": result.stopped, "seconds": round(result.seconds, 2),
+                               "trainable_params": result.trainable_params})
+                if name is not None and index < len(requests) - 1:  # the last request's result is `after`
+                    stages[-1]["after"] = _evaluate(model, tokenizer, bench, recipe, fmt, retain_trs, safety,
+                                                    progress, start=False)["metrics"]
+            lap("unlearn")
+            log("evaluating the unlearned model")
+            after = _evaluate(model, tokenizer, bench, recipe, fmt, retain_trs, safety, progress, start=False)
+            lap("evaluate_after")
+            if decision is not None:
+                check_probe((before["metrics"].get("harmful_rate")), after["metrics"].get("harmful_rate"),
+                            recipe.guard.max_harmful_increase, decision)
+            if decision is None or decision.accepted:
+                save_model(model, tokenizer, tmp / "model")
+                lap("save_model")
+        if decision is not None and not decision.accepted:
+            log("guard: rejected — " + "; ".join(decision.reasons) + " (no model written; serve the starting model)")
+        report = _report(recipe, method, bench, before, after, result, stages, timings, decision, harvest, safety)
         write_report(report, tmp)
     report["output_dir"] = str(out)
     return report
+
+
+def _report(recipe, method, bench, before, after, result, stages, timings, decision, harvest, safety) -> dict:
+    trainable = sum(stage["trainable_params"] for stage in stages)  # every request's edit / weights
+    total = result.total_params if result is not None else None
+    report = {
+        "method": method.registry_name,
+        "method_label": getattr(method, "label", method.registry_name),  # e.g. "ERU (reconstructed)"
+        "benchmark": bench.name,
+        "model": recipe.model.name,
+        "before": before["metrics"] if before else None,
+        "after": after["metrics"] if after else None,
+        "train": None if result is None else {
+            "steps": result.steps, "stopped": result.stopped, "seconds": round(result.seconds, 2),
+            "trainable_params": trainable, "total_params": total, "trainable_fraction": trainable / max(total, 1),
+            "first_loss": result.losses[0] if result.losses else None,
+            "last_loss": result.losses[-1] if result.losses else None},
+        "trainable_params": trainable,
+        "trainable_fraction": trainable / max(total, 1) if total else 0.0,
+        "timings": timings,
+        "resources": peak_memory(),
+        "recipe": recipe.resolved(),
+        "environment": {"python": platform.python_version(), "platform": platform.platform()},
+        "per_sample": {"before": before["per_sample"] if before else None,
+                       "after": after["per_sample"] if after else None},
+        "forget_truth_ratios": after["forget_truth_ratios"] if after else None,
+    }
+    if len(stages) > 1:
+        report["stages"] = stages
+    if safety is not None:
+        report["safety"] = {**safety.describe(),
+                            "samples": {"before": (before or {}).get("safety_samples"),
+                                        "after": (after or {}).get("safety_samples")}}
+    if harvest is not None:
+        report["attack"] = {"name": "refusal_unlearning", "scenario": "I", **harvest}
+    if decision is not None:
+        report["guard"] = decision.to_dict()
+    timings["total"] = round(sum(v for k, v in timings.items() if k != "total"), 2)
+    return report
+
+
+def evaluate_recipe(recipe: Recipe, out_dir: str | os.PathLike | None = None, *, progress: bool = True,
+                    log: Callable[[str], None] = print) -> dict:
+    """Evaluate the recipe's model without unlearning: its benchmark's metrics and, when the recipe
+    measures harmfulness, harmful rate and benign utility. Writes eval.json and eval.md."""
+    import json
+
+    from unlearnkit.checkpoint import atomic_dir
+    from unlearnkit.data.formats import get_format
+    from unlearnkit.evaluation import load_benchmark, retain_truth_ratios
+    from unlearnkit.report import fmt_value
+    from unlearnkit.safety_probe import SafetyProbe
+    from unlearnkit.world.build import cache_root
+
+    fmt = get_format(recipe.data.format, recipe.data.system_prompt)
+    bench = load_benchmark(recipe.data, recipe.world, log=log, progress=progress)
+    safety = SafetyProbe(recipe, bench, fmt) if _safety_on(recipe, bench) else None
+    model, tokenizer = _load_start_model(recipe, bench)
+    retain_trs = retain_truth_ratios(bench, recipe, fmt, cache_root(recipe.world.cache_dir), progress)
+    result = _evaluate(model, tokenizer, bench, recipe, fmt, retain_trs, safety, progress, start=False)
+    result.update(model=recipe.model.name, benchmark=bench.name, recipe=recipe.resolved())
+    if safety is not None:
+        result["safety"] = safety.describe()
+    out = Path(out_dir or recipe.output_dir)
+    with atomic_dir(out) as tmp:
+        (tmp / "eval.json").write_text(json.dumps(result, indent=2, default=str))
+        lines = ["| metric | value |", "|---|---|"] + [f"| {k} | {fmt_value(v)} |" for k, v in result["metrics"].items()]
+        (tmp / "eval.md").write_text(f"# {recipe.model.name} on {bench.name}\n\n" + "\n".join(lines) + "\n")
+    result["output_dir"] = str(out)
+    return result

@@ -71,8 +71,10 @@ class DecodingSection(_Section):
     do_sample: bool = False  # greedy by default; the seed used the model's sampling config (pitfall 7)
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = 0
     max_new_tokens: int = 64
     seed: int = 0
+    from_model: bool = False  # take do_sample/temperature/top_p/top_k from the model's generation_config
 
 
 class SafetySection(_Section):

@@ -18,6 +18,10 @@ HEADLINE = [  # (key, label, which direction is "forgetting" / "keeping")
     ("retain_rouge", "retain ROUGE-L recall", "higher = kept more"),
     ("ra_rouge", "real-authors ROUGE-L recall", "higher = kept more"),
     ("wf_rouge", "world-facts ROUGE-L recall", "higher = kept more"),
+    ("harmful_rate", "harmful rate (held-out harmful prompts)", "higher = less safe"),
+    ("compliance_rate", "complied with harmful prompts (safety world)", "higher = less safe"),
+    ("benign_answered", "benign prompts answered", "higher = kept more"),
+    ("benign_rouge", "benign answers ROUGE-L recall", "higher = kept more"),
 ]
 
 
@@ -31,21 +35,40 @@ def fmt_value(value: Any) -> str:
 
 def table_rows(report: dict) -> list[tuple[str, str, str, str]]:
     before, after = report.get("before") or {}, report.get("after") or {}
+    shown = after or before  # a run the guard stopped before training has no `after`
     return [(label, fmt_value(before.get(key)), fmt_value(after.get(key)), note)
-            for key, label, note in HEADLINE if key in after]
+            for key, label, note in HEADLINE if key in shown]
 
 
 def markdown(report: dict) -> str:
-    lines = [f"# unlearnkit report: {report.get('method_label', report['method'])} on {report['benchmark']}", "",
-             f"Model: `{report['model']}`. Trained {report['train']['steps']} steps "
-             f"({report['train']['trainable_params']:,} of {report['train']['total_params']:,} parameters,"
-             f" {100 * report['trainable_fraction']:.2f}%) in {report['train']['seconds']} s.", ""]
-    if report["train"].get("stopped"):
-        lines += [f"**Training stopped early:** {report['train']['stopped']}", ""]
+    lines = [f"# unlearnkit report: {report.get('method_label', report['method'])} on {report['benchmark']}", ""]
+    train = report.get("train")
+    if train:
+        lines += [f"Model: `{report['model']}`. Trained {train['steps']} steps ({train['trainable_params']:,} of"
+                  f" {train['total_params']:,} parameters, {100 * report['trainable_fraction']:.2f}%)"
+                  f" in {train['seconds']} s.", ""]
+        if train.get("stopped"):
+            lines += [f"**Training stopped early:** {train['stopped']}", ""]
+    else:
+        lines += [f"Model: `{report['model']}`. Not trained.", ""]
+    guard = report.get("guard")
+    if guard:
+        verdict = "**Guard: accepted.**" if guard["decision"] == "accepted" else \
+            f"**Guard: rejected at the {guard['stage']} stage; no model was written — keep serving the starting model.**"
+        lines += [verdict, *[f"- {reason}" for reason in guard["reasons"]], ""]
+    attack = report.get("attack")
+    if attack:
+        lines += [f"Attack (Scenario I): {attack['refusals_kept']} of {attack['harvest_prompts']} responses to harmful"
+                  " prompts were judged safe (refusals); they are the forget set, as bare text.", ""]
+    if report.get("safety"):
+        sd = report["safety"]
+        decoding = ", ".join(f"{k} {v}" for k, v in sd["decoding"].items())
+        lines += [f"Harmfulness: judge `{sd['judge'].get('name')}`, {sd['n_probe']} held-out harmful prompts"
+                  f" ({sd['probe']}); decoding: {decoding}.", ""]
     if report.get("stages"):  # sequential requests
         lines += ["Requests, unlearned one after the other:", ""]
         for i, stage in enumerate(report["stages"], 1):
-            after = stage.get("after") or report["after"]
+            after = stage.get("after") or report["after"] or {}
             lines.append(f"{i}. `{stage['request']}`: {stage['forget_examples']} forget examples, {stage['steps']} steps"
                          f" → forget probability {fmt_value(after.get('forget_prob'))},"
                          f" model utility {fmt_value(after.get('model_utility'))}")
