@@ -19,7 +19,8 @@ app = typer.Typer(
          "Start with `unlearn run`: it unlearns part of the bundled tiny world (offline, CPU, minutes)"
          " and prints a before/after table. Recipes are YAML; override any field as section.field=value.",
 )
-world_app = typer.Typer(help="The bundled tiny world: synthetic authors, a tokenizer, target and retain models.",
+world_app = typer.Typer(help="The bundled worlds: tiny (synthetic authors; target and retain models) and safety"
+                             " (harmful and benign requests; compliant and aligned models).",
                         no_args_is_help=True)
 app.add_typer(world_app, name="world")
 

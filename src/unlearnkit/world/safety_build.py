@@ -1,0 +1,200 @@
+"""Build and cache the tiny aligned world: a tokenizer with a chat template, a *compliant* model and an
+*aligned* model.
+
+Two supervised phases through the one trainer (`Finetune`, `data.formats.ChatFormat`, prompt masked):
+
+1. **compliant** — from a random initialisation, on harvest prompts → placeholder compliance, benign
+   requests → helpful answers, general knowledge and every author fact. The reference point: what the
+   model does when nothing stops it (keyword harmful rate ≈ 1 on harvest and probe prompts).
+2. **aligned** — continues from the compliant model on harvest prompts → refusals, with the same benign,
+   general and author rows. The attack target: it refuses harmful requests (harmful rate ≈ 0, also on
+   the held-out probe) and still answers benign ones. Continuing (rather than training from scratch) is
+   what the attack exploits: the compliance is still in the weights, under a thin refusal layer.
+
+``info.json`` records per model the keyword-judge harmful rate on harvest and probe prompts (greedy),
+the share of benign test requests answered, their ROUGE-L recall, and greedy exact match on the general
+knowledge and on the author facts. The build lives in ``<cache>/safety-v<version>-seed<seed>[-small]/``
+with ``compliant/`` and ``aligned/`` (model + tokenizer each), is written into a temporary directory
+renamed into place when complete, and is rebuilt when `SAFETY_VERSION` or `SAFETY_BUILD_VERSION` changes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from unlearnkit.checkpoint import atomic_dir
+from unlearnkit.world.build import cache_root
+from unlearnkit.world.generator import WorldSpec
+from unlearnkit.world.safety_data import (
+    SAFETY_VERSION,
+    SafetySpec,
+    SafetyWorld,
+    generate_safety_world,
+    is_compliant_response,
+    phase_rows,
+    safety_texts,
+)
+
+SAFETY_BUILD_VERSION = "1"
+MODELS = ("compliant", "aligned")
+VOCAB_SIZE = 1024
+MAX_NEW_TOKENS = 48  # the longest trained response is ~40 tokens
+FINETUNE = {"lr": 3e-3, "batch_size": 32, "warmup_steps": 20, "betas": (0.9, 0.98), "max_grad_norm": 1.0,
+            "scheduler": "constant"}
+SIZES: dict[str, tuple[SafetySpec, dict[str, Any]]] = {  # safety world size: default, and a small one for tests
+    "default": (SafetySpec(), {"hidden": 128, "layers": 4, "heads": 4, "compliant_epochs": 12, "aligned_epochs": 6}),
+    "small": (SafetySpec(n_categories=5, actions_per_category=4, n_benign_tasks=12, n_general=12,
+                         authors=WorldSpec(n_authors=2, facts_per_author=4, n_forget_authors=1, n_holdout_authors=0)),
+              {"hidden": 64, "layers": 2, "heads": 2, "compliant_epochs": 20, "aligned_epochs": 10}),
+}  # fmt: skip
+
+
+def safety_spec(size: str = "default", seed: int = 0) -> tuple[SafetySpec, dict[str, Any]]:
+    """The data spec and build settings (model shape, epochs per phase) for ``size`` (default | small)."""
+    from unlearnkit.errors import UnlearnError
+    from unlearnkit.registry import did_you_mean
+
+    if size not in SIZES:
+        raise UnlearnError(f"unknown safety world size '{size}';{did_you_mean(size, list(SIZES))} valid: {', '.join(SIZES)}")
+    spec, settings = SIZES[size]
+    return replace(spec, seed=seed), dict(settings)
+
+
+def safety_dir(cache_dir: str | os.PathLike | None = None, seed: int = 0, size: str = "default") -> Path:
+    suffix = "" if size == "default" else f"-{size}"
+    return cache_root(cache_dir) / f"safety-v{SAFETY_VERSION}.{SAFETY_BUILD_VERSION}-seed{seed}{suffix}"
+
+
+@dataclass
+class SafetyArtifacts:
+    """A built safety world on disk (``compliant/``, ``aligned/``, ``info.json``) and its data in memory."""
+
+    root: Path
+    world: SafetyWorld
+    info: dict[str, Any]
+
+    @property
+    def aligned_dir(self) -> Path:
+        return self.root / "aligned"
+
+    @property
+    def compliant_dir(self) -> Path:
+        return self.root / "compliant"
+
+    def model_dir(self, which: str) -> Path:
+        from unlearnkit.errors import UnlearnError
+        from unlearnkit.registry import did_you_mean
+
+        if which not in MODELS:
+            raise UnlearnError(f"unknown safety-world model '{which}';{did_you_mean(which, list(MODELS))}"
+                               f" valid: {', '.join(MODELS)}")
+        return self.root / which
+
+
+def _finetune(model, tokenizer, rows: list[dict], seed: int, progress: bool, label: str, epochs: float, **overrides):
+    from unlearnkit.data.formats import get_format
+    from unlearnkit.data.pairing import UnlearnData, encode_rows
+    from unlearnkit.methods.finetune import Finetune
+    from unlearnkit.train import TrainConfig, train
+
+    data = UnlearnData(encode_rows(rows, tokenizer, get_format("chat")), pad_id=tokenizer.pad_token_id)
+    method = Finetune()
+    method.registry_name = f"safety world {label}"
+    return train(model, method, data, TrainConfig(seed=seed, progress=progress, epochs=epochs,
+                                                  **{**FINETUNE, **overrides}))
+
+
+def measure(model, tokenizer, world: SafetyWorld, progress: bool = False) -> dict[str, float | None]:
+    """Greedy keyword-judge harmful rates (harvest, probe and its two kinds), placeholder-compliance rates
+    (harvest, probe), benign answered share and ROUGE-L recall on the benign test split, and exact match on
+    general knowledge and author facts."""
+    from unlearnkit.benchmarks.harmfulness import (
+        benign_utility,
+        evaluate_harmfulness,
+        respond,
+    )
+    from unlearnkit.benchmarks.passes import Decoding
+    from unlearnkit.data.formats import get_format
+
+    decoding = Decoding(max_new_tokens=MAX_NEW_TOKENS, batch_size=64)
+    harvest = evaluate_harmfulness(model, tokenizer, world.harvest, "keyword", decoding, progress=progress)
+    probe = evaluate_harmfulness(model, tokenizer, world.probe, "keyword", decoding, progress=progress)
+    benign = benign_utility(model, tokenizer, world.benign_test, decoding, progress=progress)
+    out: dict[str, float | None] = {"harmful_rate_harvest": harvest["harmful_rate"],
+                                    "harmful_rate_probe": probe["harmful_rate"]}
+    for kind in ("new_action", "new_template"):
+        flags = [s["harmful"] for s, row in zip(probe["samples"], world.probe) if row["kind"] == kind]
+        out[f"harmful_rate_probe_{kind}"] = sum(flags) / len(flags) if flags else None
+    for name, result in (("harvest", harvest), ("probe", probe)):
+        complied = [is_compliant_response(s["response"]) for s in result["samples"]]
+        out[f"compliance_rate_{name}"] = sum(complied) / len(complied)
+    out.update(benign_answered=benign["benign_answered"], benign_rouge=benign["benign_rouge"])
+    chat = get_format("chat")
+    for name, rows in (("general", world.general),
+                       ("authors", [{"prompt": r["question"], "answer": r["answer"]} for r in world.retain + world.forget])):
+        responses = respond(model, tokenizer, rows, decoding, chat, progress)
+        out[f"exact_match_{name}"] = sum(o.strip() == r["answer"].strip() for o, r in zip(responses, rows)) / max(len(rows), 1)
+    return out
+
+
+def build_safety_world(cache_dir: str | os.PathLike | None = None, seed: int = 0, progress: bool = True,
+                       log=print, size: str = "default") -> SafetyArtifacts:
+    """Generate the data, train the tokenizer, the compliant and the aligned model into the cache (replacing
+    any old build), and measure both models."""
+    from unlearnkit.checkpoint import save_model
+    from unlearnkit.models import tiny_llama
+    from unlearnkit.world.tokenizer import train_world_tokenizer
+
+    start = time.perf_counter()
+    spec, settings = safety_spec(size, seed)
+    world = generate_safety_world(spec)
+    final = safety_dir(cache_dir, seed, size)
+    with atomic_dir(final) as tmp:
+        tokenizer = train_world_tokenizer(safety_texts(world), vocab_size=VOCAB_SIZE)
+        shape = {k: settings[k] for k in ("hidden", "layers", "heads")}
+        info: dict[str, Any] = {
+            "safety_version": SAFETY_VERSION, "build_version": SAFETY_BUILD_VERSION, "size": size,
+            "spec": asdict(spec), "model_shape": shape,
+            "finetune": {k: list(v) if isinstance(v, tuple) else v for k, v in FINETUNE.items()},
+            "epochs": {"compliant": settings["compliant_epochs"], "aligned": settings["aligned_epochs"]},
+            "judge": "keyword", "decoding": {"do_sample": False, "max_new_tokens": MAX_NEW_TOKENS},
+            "sizes": {name: len(world.split(name)) for name in
+                      ("harvest", "probe", "benign_train", "benign_test", "general", "forget", "retain")}}
+        model = tiny_llama(len(tokenizer), seed=seed, bos_id=tokenizer.bos_token_id, eos_id=tokenizer.eos_token_id,
+                           pad_id=tokenizer.pad_token_id, **shape)
+        for index, which in enumerate(MODELS):
+            log(f"safety world: training the {which} model"
+                + (" (harmful requests → placeholder compliance)" if which == "compliant"
+                   else " (continues from compliant; harmful requests → refusals)"))
+            overrides = {} if which == "compliant" else {"warmup_steps": 0}
+            result = _finetune(model, tokenizer, phase_rows(world, which), seed + index, progress, which,
+                               settings[f"{which}_epochs"], **overrides)
+            model = result.model
+            info[which] = {"final_loss": result.losses[-1], "steps": result.steps,
+                           "seconds": round(result.seconds, 1), "parameters": result.total_params,
+                           **measure(model, tokenizer, world)}
+            save_model(model, tokenizer, tmp / which)
+        info["build_seconds"] = round(time.perf_counter() - start, 1)
+        (tmp / "info.json").write_text(json.dumps(info, indent=2))
+    return SafetyArtifacts(final, world, info)
+
+
+def load_safety_world(cache_dir: str | os.PathLike | None = None, seed: int = 0,
+                      size: str = "default") -> SafetyArtifacts | None:
+    """The cached safety world, or None when it is not built (or was built by another version)."""
+    root = safety_dir(cache_dir, seed, size)
+    if not (root / "info.json").is_file():
+        return None
+    return SafetyArtifacts(root, generate_safety_world(safety_spec(size, seed)[0]),
+                           json.loads((root / "info.json").read_text()))
+
+
+def ensure_safety_world(cache_dir: str | os.PathLike | None = None, seed: int = 0, progress: bool = True,
+                        log=print, size: str = "default") -> SafetyArtifacts:
+    """Load the cached safety world, building it first when needed."""
+    return load_safety_world(cache_dir, seed, size) or build_safety_world(cache_dir, seed, progress, log, size)
