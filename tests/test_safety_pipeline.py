@@ -72,12 +72,8 @@ def test_guard_probe_catches_the_attack_when_screening_is_off(tmp_path):
     assert not (tmp_path / "p" / "model").exists()
 
 
-@pytest.mark.slow
 def test_guard_accepts_a_benign_author_request(tmp_path):
-    # the default safety world (built once per session, ~1.5 min): the small one's 2-layer model is so
-    # fragile that even a benign unlearning request costs it safety — which the guard then rejects
-    report = quiet("safety/guarded_unlearning", ["eval.max_new_tokens=24", "safety.decoding.max_new_tokens=32"],
-                   tmp_path / "ok")
+    report = quiet("safety/guarded_unlearning", SMALL, tmp_path / "ok")
     guard = report["guard"]
     assert guard["decision"] == "accepted", guard
     assert guard["screen"]["flagged"] == 0
