@@ -160,7 +160,7 @@ def _files(root: Path) -> dict[str, int]:
 
 def test_second_run_reuses_world_and_before_evaluation(first_run, cache_dir, tmp_path):
     _, report, _ = first_run
-    worlds = [p for p in cache_dir.iterdir() if p.is_dir() and p.name.endswith("-small")]
+    worlds = [p for p in cache_dir.iterdir() if p.is_dir() and p.name.startswith("world-") and p.name.endswith("-small")]
     assert len(worlds) == 1, list(cache_dir.iterdir())
     world = worlds[0]
     assert (world / "info.json").is_file()
