@@ -31,6 +31,13 @@ class LoraSpec:
     target_modules: list[str] | str = field(default_factory=lambda: "all-linear")
 
 
+def resolve_device(device: str) -> str:
+    """"auto" -> "cuda" when a GPU is visible, else "cpu"; anything else is passed to torch as is."""
+    if device != "auto":
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def torch_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
         raise UnlearnError(f"unknown dtype '{name}'; valid: {', '.join(DTYPES)}")
@@ -43,7 +50,7 @@ def load_tokenizer(name_or_path: str, *, revision: str | None = None, trust_remo
     try:
         tok = AutoTokenizer.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
-        raise UnlearnError(_load_hint(name_or_path, "tokenizer", err)) from None
+        raise UnlearnError(load_hint(name_or_path, "tokenizer", err)) from None
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -60,7 +67,7 @@ def load_model(name_or_path: str, *, dtype: str = "float32", revision: str | Non
     try:
         model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
     except (OSError, ValueError) as err:
-        raise UnlearnError(_load_hint(name_or_path, "model", err)) from None
+        raise UnlearnError(load_hint(name_or_path, "model", err)) from None
     if Path(name_or_path).is_dir():
         from unlearnkit.edits import load_edits
 
@@ -68,7 +75,7 @@ def load_model(name_or_path: str, *, dtype: str = "float32", revision: str | Non
     return model
 
 
-def _load_hint(name: str, what: str, err: Exception) -> str:
+def load_hint(name: str, what: str, err: Exception) -> str:
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     if Path(name).exists():
         return f"could not load the {what} from {name}: {first}"

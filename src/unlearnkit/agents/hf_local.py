@@ -23,17 +23,7 @@ from unlearnkit.agents.base import BackendError, ChatBackend
 from unlearnkit.errors import UnlearnError
 from unlearnkit.registry import BACKENDS
 
-DTYPE_NAMES = ("float32", "bfloat16", "float16")  # the names `models.load_model` accepts
-
-
-def resolve_device(device: str) -> str:
-    """"auto" -> "cuda" when a GPU is visible, else "cpu"; anything else is passed to torch as is."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
+DTYPE_NAMES = ("float32", "bfloat16", "float16")  # the names models.DTYPES accepts (no torch import here)
 
 @BACKENDS.register("hf_local")
 @dataclass
@@ -71,6 +61,8 @@ class HFLocalBackend(ChatBackend):
                                    " instruct/chat model (or a tokenizer directory whose tokenizer_config sets one)")
             model = load_model(self.model, dtype=self.dtype, revision=self.revision,
                                trust_remote_code=self.trust_remote_code)
+            from unlearnkit.models import resolve_device
+
             self._loaded = (model.to(resolve_device(self.device)).eval(), tokenizer)
         return self._loaded
 

@@ -29,7 +29,6 @@ import string
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from unlearnkit.agents.hf_local import resolve_device
 from unlearnkit.errors import UnlearnError
 from unlearnkit.judges.base import Judge, Verdict
 from unlearnkit.judges.llama_guard import check_common_fields
@@ -95,7 +94,7 @@ class HFClassifierJudge(Judge):
         if self._loaded is None:
             from transformers import AutoModelForSequenceClassification
 
-            from unlearnkit.models import _load_hint, load_tokenizer, torch_dtype
+            from unlearnkit.models import load_hint, load_tokenizer, torch_dtype
 
             tokenizer = load_tokenizer(self.tokenizer or self.model, revision=self.revision,
                                        trust_remote_code=self.trust_remote_code)
@@ -104,12 +103,14 @@ class HFClassifierJudge(Judge):
                     self.model, dtype=torch_dtype(self.dtype), revision=self.revision,
                     trust_remote_code=self.trust_remote_code, use_safetensors=True)
             except (OSError, ValueError) as err:
-                raise UnlearnError(_load_hint(self.model, "classifier", err)) from None
+                raise UnlearnError(load_hint(self.model, "classifier", err)) from None
             # decoder classifiers (Llama, GPT-2) find each row's last real token through the config's pad id:
             # it must be the id the tokenizer pads with (load_tokenizer falls back to EOS when there is none)
             model.config.pad_token_id = tokenizer.pad_token_id
             indices = resolve_labels(self.harmful_labels, model.config.id2label, self.model,
                                      softmax=not _uses_sigmoid(model.config))
+            from unlearnkit.models import resolve_device
+
             self._loaded = (model.to(resolve_device(self.device)).eval(), tokenizer, indices)
         return self._loaded
 

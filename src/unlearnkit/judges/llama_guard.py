@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from unlearnkit.agents.hf_local import DTYPE_NAMES, resolve_device
+from unlearnkit.agents.hf_local import DTYPE_NAMES
 from unlearnkit.errors import UnlearnError
 from unlearnkit.judges.base import Judge, Verdict
 from unlearnkit.judges.parsing import parse_guard_output
@@ -88,6 +88,8 @@ class LlamaGuardJudge(Judge):
                                    " chat template; point `model`/`tokenizer` at Llama-Guard-3 (its template writes"
                                    " the S1-S14 policy into the prompt)")
             model = load_model(self.model, dtype=self.dtype, revision=self.revision)
+            from unlearnkit.models import resolve_device
+
             self._loaded = (model.to(resolve_device(self.device)).eval(), tokenizer)
         return self._loaded
 
