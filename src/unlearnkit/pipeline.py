@@ -1,4 +1,9 @@
-"""`run(recipe)`: load → evaluate before → unlearn → evaluate after → report. Nothing else.
+"""`run(recipe)`: load → forget set → evaluate before → [guard: screen] → unlearn → evaluate after →
+[guard: probe] → report. Nothing else.
+
+The forget set is the benchmark's forget split, a file of requests, or the model's own refusals to
+harmful prompts (Scenario I, harvested by `safety_probe`); `data.sequential` unlearns several requests
+one after the other. Harmfulness is measured next to the benchmark's metrics when the recipe asks for it.
 
 Everything is written into a temporary sibling of the output directory and renamed into place
 at the end, so a failed run leaves nothing half-written (and a previous run's output stays
