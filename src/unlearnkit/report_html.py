@@ -1,0 +1,145 @@
+"""report.html: the run on one self-contained page (no network, no external files).
+
+Sections: the before / after / after-attack metrics table (attacks: relearning and quantization, when
+the run measured them), the guard's decision, the training loss curves (every logged loss part, from
+train_log.jsonl), and a forget-quality-vs-model-utility plot with the starting, unlearned and attacked
+models. Plots are PNGs rendered with matplotlib's Agg canvas and embedded as base64 data URIs, so the
+file can be mailed or archived alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+from unlearnkit.report import HEADLINE, fmt_value
+
+STYLE = """body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}
+th:first-child,td:first-child{text-align:left}.rejected{color:#a00;font-weight:bold}.accepted{color:#070}
+img{max-width:100%}code{background:#f4f4f4;padding:1px 4px}"""
+
+
+def _png(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _figure(width: float = 7.5, height: float = 4.0):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=110)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def attacked_columns(report: dict) -> list[tuple[str, dict]]:
+    """(label, metrics) of every attacked copy of the unlearned model in the report."""
+    columns = []
+    relearn = report.get("relearn") or {}
+    if relearn.get("metrics"):
+        columns.append(("after relearning", relearn["metrics"]))
+    for bits, result in sorted((report.get("quantize") or {}).items()):
+        if isinstance(result, dict) and result.get("metrics"):
+            columns.append((f"after {bits}-bit quantization", result["metrics"]))
+    paraphrase = report.get("paraphrase") or {}
+    if paraphrase.get("metrics"):
+        columns.append(("paraphrased forget questions", paraphrase["metrics"]))
+    return columns
+
+
+def loss_plot(records: list[dict]) -> str | None:
+    keys = sorted({k for r in records for k, v in r.items()
+                   if k not in ("step", "lr", "grad_norm") and isinstance(v, (int, float))})
+    if not records or not keys:
+        return None
+    fig = _figure()
+    ax = fig.add_subplot()
+    steps = [r["step"] for r in records]
+    for key in keys:
+        ax.plot(steps, [r.get(key) for r in records], label=key, linewidth=1.3)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss part")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def tradeoff_plot(report: dict) -> str | None:
+    points = [("before", report.get("before")), ("after", report.get("after")), *attacked_columns(report)]
+    points = [(name, m) for name, m in points if m and m.get("forget_quality") is not None
+              and m.get("model_utility") is not None]
+    if not any(name == "after" for name, _ in points):  # nothing was unlearned (e.g. the guard stopped it)
+        return None
+    fig = _figure(6.5, 4.2)
+    ax = fig.add_subplot()
+    floor = min([m["forget_quality"] for _, m in points if m["forget_quality"] > 0] or [1e-10]) / 10
+    for i, (name, m) in enumerate(points):
+        ax.scatter([max(m["forget_quality"], floor)], [m["model_utility"]], s=70, color=f"C{i}", label=name, zorder=3)
+    ax.set_xscale("log")
+    ax.set_xlabel("forget quality (KS p-value vs retain model; higher = closer to never trained)")
+    ax.set_ylabel("model utility")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def render(report: dict, train_log: list[dict] | None = None) -> str:
+    """The page as a string."""
+    label = report.get("method_label", report.get("method"))
+    title = f"unlearnkit report: {label} on {report.get('benchmark')}"
+    columns = [("before", report.get("before") or {}), ("after", report.get("after") or {}), *attacked_columns(report)]
+    shown = [(key, name, note) for key, name, note in HEADLINE if any(key in m for _, m in columns)]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["metric", *[c for c, _ in columns], "reading"])
+    rows = "".join("<tr><td>" + html.escape(name) + "</td>" + "".join(
+        f"<td>{html.escape(fmt_value(m.get(key)))}</td>" for _, m in columns) + f"<td>{html.escape(note)}</td></tr>"
+        for key, name, note in shown)
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
+             f"<p>Model <code>{html.escape(str(report.get('model')))}</code>."]
+    train = report.get("train")
+    if train:
+        parts.append(f" Trained {train['steps']} steps, {train['trainable_params']:,} of {train['total_params']:,}"
+                     f" parameters ({100 * report.get('trainable_fraction', 0):.2f} %), in {train['seconds']} s.")
+    parts.append("</p>")
+    guard = report.get("guard")
+    if guard:
+        css = "accepted" if guard["decision"] == "accepted" else "rejected"
+        parts.append(f"<p class='{css}'>Guard: {html.escape(guard['decision'])}"
+                     + (f" at the {html.escape(str(guard['stage']))} stage" if guard.get("stage") else "") + "</p>")
+        parts += [f"<p>{html.escape(reason)}</p>" for reason in guard.get("reasons", [])]
+    kept = (report.get("relearn") or {}).get("forgetting_kept")
+    if kept:
+        parts.append("<p>Forgetting kept after relearning: " + html.escape(
+            ", ".join(f"{k} {fmt_value(v)}" for k, v in kept.items())) + "</p>")
+    parts.append(f"<h2>Metrics</h2><table><tr>{head}</tr>{rows}</table>")
+    for heading, image in (("Training losses", loss_plot(train_log or [])),
+                           ("Forget quality vs model utility", tradeoff_plot(report))):
+        if image:
+            parts.append(f"<h2>{heading}</h2><img alt='{heading}' src='{image}'>")
+    timings = ", ".join(f"{k} {v}" for k, v in (report.get("timings") or {}).items())
+    parts.append(f"<p><small>Timings (s): {html.escape(timings)}</small></p></body></html>")
+    return "".join(parts)
+
+
+def read_train_log(out_dir: str | Path) -> list[dict]:
+    path = Path(out_dir) / "train_log.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_html(report: dict, out_dir: str | Path) -> Path:
+    from unlearnkit.checkpoint import write_text_atomic
+
+    path = Path(out_dir) / "report.html"
+    write_text_atomic(path, render(report, read_train_log(out_dir)))
+    return path
+
