@@ -1,0 +1,61 @@
+"""Checkpoint selection: the rules on a scripted score, and the weights that come back."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from unlearnkit.errors import UnlearnError
+from unlearnkit.selection import CheckpointSelector
+
+
+class Scripted:
+    """Scores from a list, one per call; the model's weight is set to the step so restore can be checked."""
+
+    def __init__(self, values):
+        self.values = list(values)
+
+    def __call__(self, model):
+        return self.values.pop(0)
+
+
+def run(selector, steps, model):
+    for step in range(1, steps + 1):
+        with torch.no_grad():
+            model.weight.fill_(float(step))
+        selector(step, {})
+    return selector.restore(steps)
+
+
+def test_best_respects_the_retain_constraint_and_restores_the_weights():
+    model = nn.Linear(1, 1, bias=False)
+    scores = [{"forget_prob": 0.5, "retain_prob": 0.95}, {"forget_prob": 0.2, "retain_prob": 0.9},
+              {"forget_prob": 0.1, "retain_prob": 0.5}, {"forget_prob": 0.3, "retain_prob": 0.99}]
+    selector = CheckpointSelector(model, Scripted(scores), every=1, rule="best", metric="forget_prob", mode="min",
+                                  min_retain_ratio=0.9, start={"retain_prob": 1.0})
+    result = run(selector, 4, model)
+    assert result["selected_step"] == 2  # step 3 forgets more but breaks retain_prob >= 0.9
+    assert model.weight.item() == 2.0 and len(result["history"]) == 4
+
+
+def test_first_at_or_below_is_muses_stopping_rule_and_falls_back_to_the_last_step():
+    model = nn.Linear(1, 1, bias=False)
+    scores = [{"forget_prob": v} for v in (0.8, 0.4, 0.3, 0.1)]
+    selector = CheckpointSelector(model, Scripted(scores), every=1, rule="first_at_or_below", target=0.4)
+    assert run(selector, 4, model)["selected_step"] == 2 and model.weight.item() == 2.0
+    never = CheckpointSelector(model, Scripted([{"forget_prob": 0.9}] * 2), every=1, rule="first_at_or_below", target=0.1)
+    result = run(never, 2, model)
+    assert result["selected_step"] == 2 and result["fallback_to_last"] and model.weight.item() == 2.0
+
+
+def test_scores_only_every_n_steps_and_bad_settings_are_user_errors():
+    model = nn.Linear(1, 1, bias=False)
+    selector = CheckpointSelector(model, Scripted([{"forget_prob": 0.5}, {"forget_prob": 0.4}]), every=2)
+    assert [h["step"] for h in run(selector, 4, model)["history"]] == [2, 4]
+    with pytest.raises(UnlearnError, match="needs a target"):
+        CheckpointSelector(model, Scripted([]), every=1, rule="first_at_or_below")
+    with pytest.raises(UnlearnError, match="unknown; valid: best, first_at_or_below"):
+        CheckpointSelector(model, Scripted([]), every=1, rule="last")
+    with pytest.raises(UnlearnError, match="not measured here"):
+        CheckpointSelector(model, Scripted([{"x": 1.0}]), every=1)(1, {})
