@@ -272,3 +272,61 @@ def generate_greedy(
     """Greedy continuation text of each prompt (token ids, BOS included), in the prompts' order."""
     return generate(model, tokenizer, prompts, Decoding(max_new_tokens=max_new_tokens, batch_size=batch_size),
                     stop_strings=stop_strings, progress=progress)
+
+
+@dataclass(frozen=True)
+class TokenStatistics:
+    """Teacher-forced per-token numbers of one `Example`, over its supervised positions in order.
+
+    The last entry is the final labelled token (the EOS in every prompt format); token-level privacy
+    metrics drop it, as OpenUnlearning does (see ``unlearnkit.metrics.mia``). Arrays have shape (n,).
+    """
+
+    logprobs: np.ndarray  # log π(y_t | ·), float64
+    mean: np.ndarray  # μ_t = Σ_v p_v log p_v under the model's next-token distribution, float64
+    variance: np.ndarray  # σ_t² = Σ_v p_v (log p_v)² − μ_t² (computed centred; unclamped), float64
+    predictions: np.ndarray  # argmax_v π(v | ·), int64
+    targets: np.ndarray  # y_t, int64
+
+
+def token_statistics(
+    model: Any, examples: list[Example], pad_id: int, batch_size: int = 32, progress: bool = False
+) -> list[TokenStatistics]:
+    """Per-token log-probs, the moments (μ_t, σ_t²) of the log-prob under the model's own distribution
+    (Min-K%++), and argmax predictions (extraction strength, exact memorisation) for `examples`, in
+    their order — one teacher-forced pass, batched and padded exactly like `score_examples`, so
+    ``logprobs.sum()`` equals its summed log-probability.
+    """
+    from unlearnkit.losses import shifted_labels
+
+    results: list[TokenStatistics | None] = [None] * len(examples)
+    if not examples:
+        return []
+    device = _device(model)
+    batches = _length_batches([len(e.input_ids) for e in examples], batch_size)
+    with torch.no_grad(), _eval_mode(model):
+        for indices in _progress(batches, "token statistics", progress):
+            batch = collate([examples[i] for i in indices], pad_id).to(device)
+            with edit_positions(model, prompt_end_positions(batch.labels)):
+                logits = logits_of(model, batch)
+            targets, mask = shifted_labels(batch.labels)  # (B, T-1) each
+            logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # (B, T-1, V)
+            probs = logp.exp()
+            p_logp = torch.where(probs > 0, probs * logp, torch.zeros_like(logp))  # 0·log 0 = 0
+            mean = p_logp.sum(-1)
+            # Σ_v p_v (log p_v − μ_t)², equal to Σ_v p_v (log p_v)² − μ_t² but without its float32
+            # cancellation (μ_t² ≈ 30 against a variance of 0.01 on a near-uniform model)
+            centred = torch.where(probs > 0, logp - mean.unsqueeze(-1), torch.zeros_like(logp))
+            variance = (probs * centred.square()).sum(-1)
+            picked = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+            predictions = logp.argmax(-1)
+            for row, index in enumerate(indices):
+                keep = mask[row]
+                results[index] = TokenStatistics(
+                    logprobs=picked[row][keep].double().cpu().numpy(),
+                    mean=mean[row][keep].double().cpu().numpy(),
+                    variance=variance[row][keep].double().cpu().numpy(),
+                    predictions=predictions[row][keep].cpu().numpy().astype(np.int64),
+                    targets=targets[row][keep].cpu().numpy().astype(np.int64),
+                )
+    return results  # type: ignore[return-value]
