@@ -1,0 +1,238 @@
+"""MUSE (Shi et al., 2024, "MUSE: Machine Unlearning Six-Way Evaluation for Language Models"), with
+OpenUnlearning's settings (``configs/eval/muse.yaml``). Hub ``muse-bench/MUSE-News`` / ``muse-bench/MUSE-Books``.
+
+Metrics (ROUGE-L **F1**, ``unlearnkit.metrics.text``; greedy decoding, cut at EOS and stop strings):
+
+* ``forget_verbmem_rouge``  = mean_i F1(gt_i, greedy continuation of prompt_i, ≤ 128 new tokens). Hub items
+  come pre-split into (prompt, gt); `verbmem_from_texts` splits raw texts at the first ``prefix_tokens``
+  tokens (continuation = the next ``continuation_tokens``) for local data.
+* ``forget_knowmem_rouge`` / ``retain_knowmem_rouge`` = mean_i F1(answer_i, greedy answer ≤ 32 new tokens),
+  the prompt being the split's in-context examples (``*_qa_icl``) then the question, in the
+  "Question: …\\nAnswer: …" format with "\\n\\n" between examples; generations are cut at
+  ``"\\n\\n"``, ``"\\nQuestion"``, ``"Question:"``. The retain value is MUSE's utility preservation.
+* privleak (Min-K% MIA AUC on privleak forget vs holdout, normalised by the retrained model) is computed
+  by ``unlearnkit.benchmarks.privacy``: pass it as ``muse_suite(..., privacy_fn=...)``.
+
+Each split is decoded in ONE batched, length-sorted ``passes.generate_greedy`` call.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unlearnkit.benchmarks.passes import generate_greedy
+from unlearnkit.data.formats import TagFormat
+from unlearnkit.data.tofu import _parse_rows
+from unlearnkit.errors import UnlearnError
+from unlearnkit.metrics.text import rouge_scores
+
+MUSE_HUB_IDS = {"news": "muse-bench/MUSE-News", "books": "muse-bench/MUSE-Books"}
+KNOWMEM_STOP_STRINGS = ("\n\n", "\nQuestion", "Question:")
+VERBMEM_MAX_NEW_TOKENS = 128
+KNOWMEM_MAX_NEW_TOKENS = 32
+# (hub config, hub split) -> MuseData field; the local file is <data_dir>/<config>/<split>.json(l)
+FILES: dict[tuple[str, str], str] = {
+    ("verbmem", "forget"): "verbmem_forget",
+    ("knowmem", "forget_qa"): "knowmem_forget",
+    ("knowmem", "forget_qa_icl"): "knowmem_forget_icl",
+    ("knowmem", "retain_qa"): "knowmem_retain",
+    ("knowmem", "retain_qa_icl"): "knowmem_retain_icl",
+}
+PRIVLEAK_SPLITS = ("forget", "holdout", "retain")
+_KEYS = {"verbmem": ("prompt", "gt"), "knowmem": ("question", "answer")}
+
+PrivacyFn = Callable[[Any, Any, Mapping[str, list[str]]], Mapping[str, Any]]
+
+
+@dataclass
+class MuseData:
+    """The MUSE splits: verbmem {prompt, gt}; knowmem {question, answer} (+ ICL examples); privleak texts
+    ({"forget", "holdout", "retain"} -> list of str; None when not loaded)."""
+
+    verbmem_forget: list[dict]
+    knowmem_forget: list[dict]
+    knowmem_forget_icl: list[dict]
+    knowmem_retain: list[dict]
+    knowmem_retain_icl: list[dict]
+    privleak: dict[str, list[str]] | None = None
+    name: str = "muse"
+
+
+@dataclass
+class MuseResult:
+    """Aggregate metrics, per-sample inputs/generations/scores, and where the time went."""
+
+    metrics: dict[str, float | None]
+    per_sample: dict[str, dict[str, list]]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"metrics": {k: (None if v is None else float(v)) for k, v in self.metrics.items()},
+                "per_sample": {k: {c: list(v) for c, v in cols.items()} for k, cols in self.per_sample.items()},
+                "seconds": {k: float(v) for k, v in self.seconds.items()}}
+
+
+def _check(rows: list, config: str, where: str, lines: Sequence[int | None] | None = None) -> list:
+    if config == "privleak":
+        texts = [row if isinstance(row, str) else row.get("text") if isinstance(row, Mapping) else None for row in rows]
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise UnlearnError(f"{where} item {i}: a privleak item is a string or {{'text': str}}, got {rows[i]!r:.80}")
+        return texts
+    need = _KEYS[config]
+    for i, row in enumerate(rows):
+        if not isinstance(row, Mapping) or any(not isinstance(row.get(k), str) for k in need):
+            at = f"{where}:{lines[i]}" if lines and lines[i] else f"{where} item {i}"
+            raise UnlearnError(f"{at}: a MUSE {config} row needs string fields {', '.join(need)}, got {row!r:.100}")
+    return [{k: row[k] for k in need} for row in rows]
+
+
+def _local_file(directory: Path, config: str, split: str) -> Path | None:
+    return next((p for p in (directory / config / f"{split}.json", directory / config / f"{split}.jsonl") if p.is_file()), None)
+
+
+def load_muse(corpus: str = "news", data_dir: str | Path | None = None, *, hub_id: str | None = None,
+              revision: str | None = None, privleak: bool = True, limit: int | None = None) -> MuseData:
+    """MUSE-News (``corpus="news"``) or MUSE-Books (``"books"``) evaluation splits.
+
+    With ``data_dir``: ``<data_dir>/verbmem/forget.json``, ``<data_dir>/knowmem/{forget_qa, forget_qa_icl,
+    retain_qa, retain_qa_icl}.json`` and, optionally, ``<data_dir>/privleak/{forget, holdout, retain}.json``
+    (JSON array or JSON Lines; ``.jsonl`` too) — the hub's config/split names. Without it: the hub
+    (configs ``verbmem``, ``knowmem``, ``privleak``). ``limit`` keeps the first N rows of each
+    evaluated split (ICL examples are kept whole).
+    """
+    if corpus not in MUSE_HUB_IDS:
+        raise UnlearnError(f"unknown MUSE corpus {corpus!r}; valid: {', '.join(MUSE_HUB_IDS)}")
+    hub_id = hub_id or MUSE_HUB_IDS[corpus]
+    directory = Path(data_dir).expanduser() if data_dir is not None else None
+    if directory is not None and not directory.is_dir():
+        raise UnlearnError(f"MUSE data directory {directory} does not exist; pass data_dir pointing at a folder "
+                           "with verbmem/forget.json and knowmem/*.json")
+
+    def load(config: str, split: str, required: bool = True) -> list | None:
+        if directory is None:
+            try:
+                import datasets
+
+                rows = datasets.load_dataset(hub_id, config, split=split, revision=revision).to_list()
+            except Exception as err:  # offline, gated, unknown split: all fixed the same way
+                reason = (str(err).strip().splitlines() or [""])[0][:300]
+                raise UnlearnError(
+                    f"could not load MUSE {config}/{split} from the Hugging Face hub ({hub_id}): {type(err).__name__}: "
+                    f"{reason}; the hub may be unreachable: download the MUSE files and pass data_dir "
+                    f"(<data_dir>/{config}/{split}.json)") from err
+            lines, where = None, f"{hub_id}/{config}/{split}"
+        else:
+            path = _local_file(directory, config, split)
+            if path is None:
+                if not required:
+                    return None
+                raise UnlearnError(f"MUSE split file {directory / config / (split + '.json')} not found (nor .jsonl); "
+                                   f"data_dir must hold verbmem/forget.json and knowmem/{{forget_qa,forget_qa_icl,"
+                                   f"retain_qa,retain_qa_icl}}.json")
+            rows, lines = _parse_rows(path)
+            where = str(path)
+        if not split.endswith("_icl") and limit is not None:
+            rows, lines = rows[:limit], (lines[:limit] if lines else None)
+        return _check(rows, config, where, lines)
+
+    values = {attr: load(config, split) for (config, split), attr in FILES.items()}
+    leak = None
+    if privleak:
+        leak = {split: load("privleak", split, required=directory is None) for split in PRIVLEAK_SPLITS}
+        leak = {k: v for k, v in leak.items() if v is not None} or None
+    return MuseData(**values, privleak=leak, name=f"muse_{corpus}")
+
+
+def verbmem_from_texts(texts: Sequence[str], tokenizer: Any, prefix_tokens: int = 32,
+                       continuation_tokens: int = 128) -> list[dict]:
+    """{prompt, gt} items from raw texts: the first ``prefix_tokens`` tokens and the next ``continuation_tokens``
+    (decoded back to text). Texts shorter than prefix_tokens + 1 tokens are skipped."""
+    if prefix_tokens < 1 or continuation_tokens < 1:
+        raise UnlearnError(f"prefix_tokens ({prefix_tokens}) and continuation_tokens ({continuation_tokens}) must be >= 1")
+    items = []
+    for text in texts:
+        ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if len(ids) <= prefix_tokens:
+            continue
+        items.append({"prompt": tokenizer.decode(ids[:prefix_tokens]),
+                      "gt": tokenizer.decode(ids[prefix_tokens:prefix_tokens + continuation_tokens])})
+    return items
+
+
+def verbmem_rouge(model: Any, tokenizer: Any, items: Sequence[dict], *, max_new_tokens: int = VERBMEM_MAX_NEW_TOKENS,
+                  batch_size: int = 8, progress: bool = False) -> tuple[float, dict[str, list]]:
+    """(mean ROUGE-L F1, per-sample columns) of greedy continuations of each ``prompt`` against its ``gt``."""
+    if not items:
+        raise UnlearnError("MUSE verbmem has no items; it needs at least one {prompt, gt} row")
+    prompts = [list(tokenizer(item["prompt"], add_special_tokens=True)["input_ids"]) for item in items]
+    generations = generate_greedy(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                                  batch_size=batch_size, progress=progress)
+    golds = [item["gt"] for item in items]
+    f1 = rouge_scores(golds, generations)["rougeL_f1"]
+    return float(np.mean(f1)), {"prompt": [i["prompt"] for i in items], "gt": golds,
+                                "generation": generations, "rouge_l_f1": f1}
+
+
+def knowmem_rouge(model: Any, tokenizer: Any, rows: Sequence[dict], icl: Sequence[dict] = (), *,
+                  fmt: Any = None, max_new_tokens: int = KNOWMEM_MAX_NEW_TOKENS, batch_size: int = 16,
+                  stop_strings: Sequence[str] = KNOWMEM_STOP_STRINGS, progress: bool = False) -> tuple[float, dict[str, list]]:
+    """(mean ROUGE-L F1, per-sample columns) of greedy answers to ``rows`` with ``icl`` examples in the prompt."""
+    if not rows:
+        raise UnlearnError("MUSE knowmem split has no rows; it needs at least one {question, answer} row")
+    fmt = fmt or TagFormat()
+    few_shot = [(example["question"], example["answer"]) for example in icl]
+    prompts = [fmt.prompt_ids(tokenizer, row["question"], few_shot) for row in rows]
+    generations = generate_greedy(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                  stop_strings=stop_strings, progress=progress)
+    golds = [row["answer"] for row in rows]
+    f1 = rouge_scores(golds, generations)["rougeL_f1"]
+    return float(np.mean(f1)), {"question": [r["question"] for r in rows], "answer": golds,
+                                "generation": generations, "rouge_l_f1": f1}
+
+
+def muse_suite(model: Any, tokenizer: Any, data: MuseData, *, fmt: Any = None, batch_size: int = 16,
+               verbmem_max_new_tokens: int = VERBMEM_MAX_NEW_TOKENS, knowmem_max_new_tokens: int = KNOWMEM_MAX_NEW_TOKENS,
+               privacy_fn: PrivacyFn | None = None, progress: bool = False) -> MuseResult:
+    """forget_verbmem_rouge, forget_knowmem_rouge, retain_knowmem_rouge (+ privacy metrics).
+
+    ``privacy_fn(model, tokenizer, data.privleak)`` — e.g. a wrapper of ``unlearnkit.benchmarks.privacy`` —
+    is called when given and must return a mapping of metric name -> number (e.g. ``{"privleak": ...}``);
+    its entries are merged into ``metrics``. ``fmt`` is the knowmem prompt format (default Question:/Answer:).
+    """
+    seconds: dict[str, float] = {}
+    metrics: dict[str, float | None] = {}
+    per_sample: dict[str, dict[str, list]] = {}
+    runs = [
+        ("forget_verbmem_rouge", "verbmem_forget",
+         lambda: verbmem_rouge(model, tokenizer, data.verbmem_forget, max_new_tokens=verbmem_max_new_tokens,
+                               batch_size=batch_size, progress=progress)),
+        ("forget_knowmem_rouge", "knowmem_forget",
+         lambda: knowmem_rouge(model, tokenizer, data.knowmem_forget, data.knowmem_forget_icl, fmt=fmt,
+                               max_new_tokens=knowmem_max_new_tokens, batch_size=batch_size, progress=progress)),
+        ("retain_knowmem_rouge", "knowmem_retain",
+         lambda: knowmem_rouge(model, tokenizer, data.knowmem_retain, data.knowmem_retain_icl, fmt=fmt,
+                               max_new_tokens=knowmem_max_new_tokens, batch_size=batch_size, progress=progress)),
+    ]
+    for metric, split, run in runs:
+        started = time.perf_counter()
+        metrics[metric], per_sample[split] = run()
+        seconds[split] = time.perf_counter() - started
+    if privacy_fn is not None:
+        if not data.privleak or not {"forget", "holdout"} <= set(data.privleak):
+            raise UnlearnError("privacy_fn needs the privleak forget and holdout texts, and this MUSE data has "
+                               f"{sorted(data.privleak or {}) or 'none'}; add privleak/forget.json and privleak/holdout.json")
+        started = time.perf_counter()
+        extra = privacy_fn(model, tokenizer, data.privleak)
+        if not isinstance(extra, Mapping):
+            raise UnlearnError(f"privacy_fn must return a mapping of metric name -> number, got {type(extra).__name__}")
+        metrics.update({str(k): (None if v is None else float(v)) for k, v in extra.items()})
+        seconds["privleak"] = time.perf_counter() - started
+    seconds["total"] = sum(seconds.values())
+    return MuseResult(metrics, per_sample, seconds)

@@ -1,0 +1,177 @@
+"""WMDP / MMLU multiple-choice accuracy: prompt format, option masking, hand-checked accuracy, loaders."""
+
+from __future__ import annotations
+
+import json
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from unlearnkit.benchmarks.passes import score_examples
+from unlearnkit.benchmarks.wmdp import (
+    MultipleChoiceFormat,
+    choice_accuracy,
+    choice_predictions,
+    evaluate_mmlu,
+    evaluate_multiple_choice,
+    evaluate_with_lm_eval,
+    evaluate_wmdp,
+    load_mmlu,
+    load_wmdp,
+)
+from unlearnkit.data.batch import IGNORE_INDEX
+from unlearnkit.data.tofu import shared_tofu_dir
+from unlearnkit.errors import UnlearnError
+
+ROW = {"question": " What is 2 + 2? ", "choices": ["3", "4", "5", "22"], "answer": 1}
+
+
+def wmdp_dir():
+    tofu = shared_tofu_dir()
+    directory = tofu.parent / "wmdp" if tofu is not None else None
+    if directory is None or not (directory / "chem_questions.json").is_file():
+        pytest.skip("shared/data/wmdp not found next to the checkout")
+    return directory
+
+
+class LetterLover(torch.nn.Module):
+    """Scripted model: uniform logits except a bonus on one token id at every position."""
+
+    def __init__(self, vocab: int, token: int, bonus: float = 5.0):
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+        self.vocab, self.token, self.bonus = vocab, token, bonus
+
+    def forward(self, input_ids, attention_mask=None, **_):
+        logits = torch.zeros(*input_ids.shape, self.vocab)
+        logits[..., self.token] = self.bonus
+        return SimpleNamespace(logits=logits)
+
+
+def test_prompt_is_lm_eval_format():
+    fmt = MultipleChoiceFormat()
+    assert fmt.prompt(ROW, "biology") == (
+        "The following are multiple choice questions (with answers) about biology.\n\n"
+        "What is 2 + 2?\nA. 3\nB. 4\nC. 5\nD. 22\nAnswer:")
+    assert fmt.prompt(ROW, "high_school_physics").startswith("The following are multiple choice questions "
+                                                             "(with answers) about high school physics.\n\n")
+    assert fmt.options(ROW) == [" A", " B", " C", " D"]
+    assert MultipleChoiceFormat(choice_format="text").options(ROW) == [" 3", " 4", " 5", " 22"]
+    with pytest.raises(UnlearnError, match="valid: letter, text"):
+        MultipleChoiceFormat(choice_format="letters")
+
+
+def test_option_tokens_are_the_only_scored_ones(tokenizer):
+    fmt = MultipleChoiceFormat()
+    prompt = fmt.prompt(ROW, "biology")
+    example = fmt.encode(tokenizer, prompt, " B")
+    scored = [label for label in example.labels if label != IGNORE_INDEX]
+    assert scored == tokenizer(" B", add_special_tokens=False)["input_ids"]
+    assert example.input_ids[0] == tokenizer.bos_token_id
+    assert MultipleChoiceFormat(add_special_tokens=False).encode(tokenizer, prompt, " B").input_ids[0] != tokenizer.bos_token_id
+
+
+def test_accuracy_hand_checked():
+    lls = [[-3.0, -1.0, -2.0, -4.0], [-1.0, -1.0, -5.0, -5.0], [-9.0, -8.0, -7.0, -0.5]]
+    predictions = choice_predictions(lls)
+    assert predictions == [1, 0, 3]  # ties go to the first option
+    assert choice_accuracy(predictions, [1, 1, 3]) == pytest.approx(2 / 3)
+    # per-byte normalisation can flip the choice: " 22" (3 bytes) at -4 beats " 3" (2 bytes) at -3
+    assert choice_predictions([[-3.0, -4.0]], [[2, 3]]) == [1]
+
+
+def test_gold_with_highest_likelihood_is_correct(tokenizer):
+    rows = [dict(ROW, answer=k) for k in range(4)] + [dict(ROW, answer=2)]
+    wrong_on = {4}  # the last item's scripted favourite (option 0) is not its gold (2)
+
+    def scorer(model, examples, pad_id, batch_size, progress):
+        assert len(examples) == 4 * len(rows) and batch_size == 7
+        values = np.full(len(examples), -5.0)
+        for item, row in enumerate(rows):
+            values[4 * item + (0 if item in wrong_on else row["answer"])] = -1.0
+        return values, np.ones(len(examples), dtype=np.int64)
+
+    result = evaluate_multiple_choice(None, tokenizer, {"toy": rows}, scorer=scorer, batch_size=7)
+    assert result["per_sample"]["toy"]["correct"] == [True, True, True, True, False]
+    assert result["accuracy"] == pytest.approx(4 / 5) and result["n"] == 5
+    assert result["per_subset"]["toy"] == {"accuracy": pytest.approx(0.8), "accuracy_norm": pytest.approx(0.8), "n": 5}
+
+
+def test_wmdp_files_scripted_model_picks_b(tokenizer):
+    data = load_wmdp(("chem", "bio"), wmdp_dir(), limit=20)
+    assert [len(rows) for rows in data.values()] == [20, 20]
+    model = LetterLover(len(tokenizer), tokenizer(" B", add_special_tokens=False)["input_ids"][-1])
+    result = evaluate_wmdp(model, tokenizer, data, batch_size=16)
+    for name, rows in data.items():
+        samples = result["per_sample"][name]
+        assert samples["prediction"] == [1] * 20
+        expected = sum(row["answer"] == 1 for row in rows) / 20  # always "B": accuracy = share of gold B
+        assert result["per_subset"][name]["accuracy"] == pytest.approx(expected)
+    all_rows = data["chem"] + data["bio"]
+    assert result["accuracy"] == pytest.approx(sum(r["answer"] == 1 for r in all_rows) / 40)
+    assert result["n"] == 40 and result["settings"]["choice_format"] == "letter"
+
+
+def test_wmdp_tiny_model_matches_direct_scoring_and_is_batch_invariant(model, tokenizer):
+    data = load_wmdp(("bio", "chem", "cyber"), wmdp_dir(), limit=2)
+    big = evaluate_wmdp(model, tokenizer, data, batch_size=32)
+    small = evaluate_wmdp(model, tokenizer, data, batch_size=3)
+    assert big["n"] == 6 and set(big["per_subset"]) == {"bio", "chem", "cyber"}
+    assert 0.0 <= big["accuracy"] <= 1.0
+    for name in data:
+        np.testing.assert_allclose(big["per_sample"][name]["loglikelihoods"],
+                                   small["per_sample"][name]["loglikelihoods"], atol=1e-4)
+    fmt = MultipleChoiceFormat()
+    row = data["cyber"][1]
+    examples = [fmt.encode(tokenizer, fmt.prompt(row, "cybersecurity"), o) for o in fmt.options(row)]
+    direct, _ = score_examples(model, examples, tokenizer.pad_token_id)
+    np.testing.assert_allclose(big["per_sample"]["cyber"]["loglikelihoods"][1], direct, atol=1e-4)
+
+
+def test_mmlu_stand_in_files(tmp_path, tokenizer):
+    (tmp_path / "astronomy_test.csv").write_text('"Which is a planet?",Mars,Sirius,Vega,Moon,A\n'
+                                                 '"Largest planet?",Earth,Jupiter,Mars,Venus,B\n')
+    rows = [{"question": "2 + 2?", "choices": ["3", "4", "5", "6"], "answer": 1}]
+    (tmp_path / "elementary_mathematics.json").write_text(json.dumps(rows))
+    data = load_mmlu(None, tmp_path)
+    assert sorted(data) == ["astronomy", "elementary_mathematics"]
+    assert data["astronomy"][1] == {"question": "Largest planet?", "choices": ["Earth", "Jupiter", "Mars", "Venus"], "answer": 1}
+    model = LetterLover(len(tokenizer), tokenizer(" B", add_special_tokens=False)["input_ids"][-1])
+    result = evaluate_mmlu(model, tokenizer, None, tmp_path)
+    assert result["per_subset"]["astronomy"]["accuracy"] == pytest.approx(0.5)
+    assert result["per_subset"]["elementary_mathematics"]["accuracy"] == 1.0
+    assert result["accuracy"] == pytest.approx(2 / 3)
+    with pytest.raises(UnlearnError, match="'anatomy' not found"):
+        load_mmlu(["anatomy"], tmp_path)
+
+
+def test_loader_errors(tmp_path):
+    with pytest.raises(UnlearnError, match="valid: bio, chem, cyber"):
+        load_wmdp(["physics"], tmp_path)
+    with pytest.raises(UnlearnError, match="'bio' not found"):
+        load_wmdp(["bio"], tmp_path)
+    (tmp_path / "bio_questions.json").write_text(json.dumps([{"question": "q", "choices": ["a", "b"], "answer": 7}]))
+    with pytest.raises(UnlearnError, match="answer must be an index 0-1"):
+        load_wmdp(["bio"], tmp_path)
+
+
+def test_hub_unreachable_is_a_clear_error(monkeypatch):
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'cais/wmdp' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(UnlearnError, match="cais/wmdp.*pass data_dir"):
+        load_wmdp(["bio"])
+    with pytest.raises(UnlearnError, match="cais/mmlu"):
+        load_mmlu(["anatomy"])
+
+
+def test_lm_eval_missing_is_a_clear_error(monkeypatch, model, tokenizer):
+    monkeypatch.setitem(sys.modules, "lm_eval", None)  # import lm_eval -> ImportError
+    with pytest.raises(UnlearnError, match="pip install lm-eval"):
+        evaluate_with_lm_eval(model, tokenizer, ["wmdp_bio"], num_fewshot=0, batch_size=4)
