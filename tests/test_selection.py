@@ -59,3 +59,35 @@ def test_scores_only_every_n_steps_and_bad_settings_are_user_errors():
         CheckpointSelector(model, Scripted([]), every=1, rule="last")
     with pytest.raises(UnlearnError, match="not measured here"):
         CheckpointSelector(model, Scripted([{"x": 1.0}]), every=1)(1, {})
+
+
+@pytest.mark.usefixtures("isolated_env")
+def test_unlearn_run_selects_a_checkpoint_and_reports_privacy(tmp_path):
+    from unlearnkit.pipeline import run
+    from unlearnkit.recipe import load_recipe
+
+    report = run(load_recipe("default", ["world.size=small", "train.steps=4", "eval.select.every=2",
+                                         "eval.select.min_retain_ratio=0.5"]),
+                 tmp_path / "r", progress=False, log=lambda message: None)
+    selection = report["selection"]
+    assert [h["step"] for h in selection["history"]] == [2, 4]
+    assert selection["selected_step"] in (2, 4)
+    allowed = [h for h in selection["history"] if h["retain_prob"] >= 0.5 * selection["start"]["retain_prob"]]
+    best = min(h["forget_prob"] for h in allowed)
+    assert next(h for h in selection["history"] if h["step"] == selection["selected_step"])["forget_prob"] == best
+    # the privacy suite on forget vs holdout, with the retain model as reference and for privleak
+    for key in ("mia_loss", "mia_zlib", "mia_reference", "mia_gradnorm", "mia_min_k", "mia_min_k_plus_plus",
+                "privleak", "extraction_strength", "exact_memorization"):
+        assert isinstance(report["after"][key], float), key
+        assert isinstance(report["before"][key], float), key
+    assert set(report["per_sample"]["after"]["privacy"]) == {"forget", "holdout"}
+
+
+def test_selection_is_rejected_for_model_edits(tmp_path, isolated_env):
+    from unlearnkit.pipeline import run
+    from unlearnkit.recipe import load_recipe
+
+    with pytest.raises(UnlearnError, match="nothing to select"):
+        run(load_recipe("default", ["world.size=small", "method.name=task_vector", "train.steps=2",
+                                    "eval.select.every=1"]), tmp_path / "tv", progress=False, log=lambda m: None)
+    assert not (tmp_path / "tv").exists()

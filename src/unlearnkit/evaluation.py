@@ -22,7 +22,7 @@ from typing import Any, Callable
 from unlearnkit.checkpoint import write_text_atomic
 from unlearnkit.errors import UnlearnError
 
-EVAL_VERSION = "1"  # bump when metric code changes, to invalidate cached evaluations
+EVAL_VERSION = "2"  # bump when metric code changes, to invalidate cached evaluations
 
 
 @dataclass
@@ -85,15 +85,68 @@ def _key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps([EVAL_VERSION, *parts], sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def privacy_enabled(bench: BenchmarkData, eval_cfg) -> bool:
+    holdout = getattr(bench.splits, "holdout", None)
+    if eval_cfg.privacy is None:
+        return bool(holdout)
+    if eval_cfg.privacy and not holdout:
+        raise UnlearnError("eval.privacy needs a holdout split (never-trained rows) to compare the forget set"
+                           " with; this benchmark has none (TOFU: a local folder without holdoutNN files)")
+    return eval_cfg.privacy
+
+
 def evaluate_model(model, tokenizer, bench: BenchmarkData, fmt, eval_cfg, retain_truth_ratios=None,
-                   progress: bool = True) -> dict:
-    """Run the TOFU suite (metrics + per-sample values) on `bench`'s splits."""
+                   progress: bool = True, reference=None) -> dict:
+    """Run the TOFU suite (metrics + per-sample values) on `bench`'s splits, plus the privacy suite
+    (MIA AUCs forget vs holdout, privleak, memorization) when enabled. `reference`:
+    `(reference_model or None, retain model's mia_min_k AUC or None)`."""
     from unlearnkit.benchmarks.tofu import evaluate_tofu
 
     result = evaluate_tofu(model, tokenizer, bench.splits, fmt, batch_size=eval_cfg.batch_size,
                            max_new_tokens=eval_cfg.max_new_tokens, retain_truth_ratios=retain_truth_ratios,
-                           progress=progress)
-    return result.to_dict()
+                           progress=progress).to_dict()
+    if privacy_enabled(bench, eval_cfg):
+        from unlearnkit.benchmarks.privacy import privacy_metrics
+
+        reference_model, retain_auc = reference or (None, None)
+        privacy = privacy_metrics(model, tokenizer, list(bench.splits.forget), list(bench.splits.holdout), fmt,
+                                  reference_model=reference_model, retain_min_k_auc=retain_auc,
+                                  batch_size=eval_cfg.batch_size)
+        result["per_sample"]["privacy"] = privacy.pop("per_sample")
+        result["metrics"].update(privacy)
+    return result
+
+
+def privacy_reference(bench: BenchmarkData, recipe, fmt, progress: bool = True):
+    """(reference model, retain model's Min-K% AUC) for the reference attack and privleak: the retain
+    model (the tiny world's own, or eval.retain_model); (None, None) without one."""
+    from unlearnkit.models import load_model
+
+    if not privacy_enabled(bench, recipe.eval):
+        return None, None
+    if bench.name == "world" and not recipe.eval.retain_model:
+        retain = world_model_eval(bench, "retain", recipe.data.format, fmt, recipe.eval, progress)
+        return load_model(str(bench.world.model_dir("retain"))), retain["metrics"].get("mia_min_k")
+    if not recipe.eval.retain_model:
+        return None, None
+    name = recipe.eval.retain_model
+    if name.startswith("world:") and bench.world is not None:
+        name = str(bench.world.model_dir(name.split(":", 1)[1]))
+    model = load_model(name, dtype=recipe.model.dtype, trust_remote_code=recipe.model.trust_remote_code)
+    from unlearnkit.benchmarks.privacy import privacy_metrics
+    from unlearnkit.models import load_tokenizer
+
+    key = _key("privacy", name, bench.name, recipe.data.forget_split, recipe.data.format)
+    retain = _cached(cache_root_of(recipe) / "retain_evals" / f"{key}.json", lambda: {
+        "metrics": {k: v for k, v in privacy_metrics(model, load_tokenizer(name), list(bench.splits.forget),
+                                                     list(bench.splits.holdout), fmt).items() if k != "per_sample"}})
+    return model, retain["metrics"].get("mia_min_k")
+
+
+def cache_root_of(recipe) -> Path:
+    from unlearnkit.world.build import cache_root
+
+    return cache_root(recipe.world.cache_dir)
 
 
 def _cached(path: Path, compute: Callable[[], dict]) -> dict:
@@ -105,17 +158,18 @@ def _cached(path: Path, compute: Callable[[], dict]) -> dict:
 
 
 def world_model_eval(bench: BenchmarkData, which: str, fmt_name: str, fmt, eval_cfg, progress=True,
-                     retain_truth_ratios=None) -> dict:
+                     retain_truth_ratios=None, reference=None) -> dict:
     """Evaluation of the world's target or retain model, computed once per settings and cached."""
     from unlearnkit.models import load_model, load_tokenizer
 
     art = bench.world
-    key = _key(which, fmt_name, getattr(fmt, "system", ""), eval_cfg.max_new_tokens, retain_truth_ratios is not None)
+    key = _key(which, fmt_name, getattr(fmt, "system", ""), eval_cfg.max_new_tokens, retain_truth_ratios is not None,
+               privacy_enabled(bench, eval_cfg), reference is not None)
 
     def compute() -> dict:
         path = str(art.model_dir(which))
         return evaluate_model(load_model(path), load_tokenizer(path), bench, fmt, eval_cfg,
-                              retain_truth_ratios, progress)
+                              retain_truth_ratios, progress, reference)
 
     return _cached(art.root / "evals" / f"{which}-{key}.json", compute)
 

@@ -1,5 +1,5 @@
 """`run(recipe)`: load → forget set → evaluate before → [guard: screen] → unlearn → evaluate after →
-[guard: probe] → report. Nothing else.
+[guard: probe] → attacks (relearn, quantize, paraphrase; `attacks.robustness`) → report. Nothing else.
 
 The forget set is the benchmark's forget split, a file of requests, or the model's own refusals to
 harmful prompts (Scenario I, harvested by `safety_probe`); `data.sequential` unlearns several requests
@@ -107,14 +107,38 @@ def peak_memory() -> dict[str, float]:
     return out
 
 
-def unlearn_once(model, method, data, cfg, out_dir):
+def unlearn_once(model, method, data, cfg, out_dir, on_step=None):
     """One unlearning request: the trainer for objectives, `apply` for multi-phase model edits."""
     from unlearnkit.methods.base import ModelEdit
     from unlearnkit.train import train
 
     if isinstance(method, ModelEdit):
+        if on_step is not None:
+            raise UnlearnError(f"eval.select scores checkpoints during training; {method.registry_name} edits weights"
+                               " after its training phase, so there is nothing to select: set eval.select.every=0")
         return method.apply(model, data, cfg, out_dir=out_dir)
-    return train(model, method, data, cfg, out_dir=out_dir)
+    return train(model, method, data, cfg, out_dir=out_dir, on_step=on_step)
+
+
+def _selector(recipe: Recipe, model, tokenizer, bench, fmt, retain_trs, reference):
+    """The checkpoint selector for `eval.select` (None when off)."""
+    from unlearnkit.evaluation import evaluate_model
+    from unlearnkit.selection import CheckpointSelector, cheap_metrics
+
+    sel = recipe.eval.select
+    if sel.every <= 0:
+        return None
+    if recipe.data.sequential:
+        raise UnlearnError("eval.select works on one unlearning request; remove data.sequential or eval.select")
+    if sel.metrics == "cheap":
+        def score(m):
+            return cheap_metrics(m, tokenizer, list(bench.splits.forget), list(bench.splits.retain), fmt,
+                                 recipe.eval.batch_size)
+    else:
+        def score(m):
+            return evaluate_model(m, tokenizer, bench, fmt, recipe.eval, retain_trs, False, reference)["metrics"]
+    return CheckpointSelector(model, score, sel.every, sel.rule, sel.metric, sel.mode, sel.min_retain_ratio,
+                              sel.target, start=score(model))
 
 
 def _safety_on(recipe: Recipe, bench) -> bool:
@@ -146,15 +170,16 @@ def _forget_requests(recipe: Recipe, bench, safety, model, tokenizer, progress, 
     return [(None, None)], None
 
 
-def _evaluate(model, tokenizer, bench, recipe, fmt, retain_trs, safety, progress, start: bool) -> dict:
-    """TOFU-style metrics (cached for the tiny world's own models) plus harmfulness when measured."""
+def _evaluate(model, tokenizer, bench, recipe, fmt, retain_trs, safety, progress, start: bool, reference=None) -> dict:
+    """TOFU-style metrics (cached for the tiny world's own models), the privacy suite when the benchmark
+    has a holdout (`reference`: the retain model and its Min-K% AUC), plus harmfulness when measured."""
     from unlearnkit.evaluation import evaluate_model, world_model_eval
 
     if start and bench.name == "world" and recipe.model.name.startswith("world:"):
         result = world_model_eval(bench, recipe.model.name.split(":", 1)[1], recipe.data.format, fmt,
-                                  recipe.eval, progress, retain_trs)
+                                  recipe.eval, progress, retain_trs, reference)
     else:
-        result = evaluate_model(model, tokenizer, bench, fmt, recipe.eval, retain_trs, progress)
+        result = evaluate_model(model, tokenizer, bench, fmt, recipe.eval, retain_trs, progress, reference)
     result = {**result, "metrics": dict(result["metrics"])}
     if safety is not None:
         metrics, samples = safety.measure(model, tokenizer, progress)
@@ -170,11 +195,12 @@ def run(recipe: Recipe, out_dir: str | os.PathLike | None = None, *, progress: b
     With `guard.enabled`, a rejected run (flagged requests, or a harmful-rate rise) writes its report
     and no model: report["guard"] says why.
     """
+    from unlearnkit.attacks.robustness import run_attacks
     from unlearnkit.checkpoint import atomic_dir, save_model
     from unlearnkit.data.formats import get_format
     from unlearnkit.data.texts import text_of
     from unlearnkit.defenses.guard import GuardDecision, check_probe, screen_requests
-    from unlearnkit.evaluation import load_benchmark, retain_truth_ratios
+    from unlearnkit.evaluation import load_benchmark, privacy_reference, retain_truth_ratios
     from unlearnkit.models import LoraSpec, merge_lora, wrap_lora
     from unlearnkit.report import write_report
     from unlearnkit.safety_probe import SafetyProbe
@@ -205,10 +231,12 @@ def run(recipe: Recipe, out_dir: str | os.PathLike | None = None, *, progress: b
     lap("prepare_forget_set")
 
     retain_trs = retain_truth_ratios(bench, recipe, fmt, cache_root(recipe.world.cache_dir), progress)
+    reference = privacy_reference(bench, recipe, fmt, progress)
     before = None
     if recipe.eval.before or recipe.guard.enabled:  # the guard compares with the starting model
         log("evaluating the starting model")
-        before = _evaluate(model, tokenizer, bench, recipe, fmt, retain_trs, safety, progress, start=True)
+        before = _evaluate(model, tokenizer, bench, recipe, fmt, retain_trs, safety, progress, start=True,
+                           reference=reference)
     lap("evaluate_before")
 
     decision = GuardDecision() if recipe.guard.enabled else None
@@ -221,7 +249,7 @@ def run(recipe: Recipe, out_dir: str | os.PathLike | None = None, *, progress: b
         lap("guard_screen")
 
     with atomic_dir(out) as tmp:
-        stages, result, after = [], None, None
+        stages, result, after, attacks, selection = [], None, None, {}, None
         if decision is None or decision.accepted:
             cfg = TrainConfig(seed=recipe.seed, progress=progress, **recipe.train.model_dump())
             for index, ((name, _), data) in enumerate(zip(requests, datasets)):
@@ -231,17 +259,22 @@ def run(recipe: Recipe, out_dir: str | os.PathLike | None = None, *, progress: b
                 label = f" (request {index + 1}/{len(requests)}: {name})" if name else ""
                 log(f"unlearning with {method.registry_name} on {len(data.forget)} forget examples{label}")
                 stage_dir = tmp if name is None else tmp / "stages" / f"{index + 1}-{name}"
-                result = unlearn_once(model, stage_method, data, cfg, stage_dir)
+                selector = _selector(recipe, model, tokenizer, bench, fmt, retain_trs, reference)
+                result = unlearn_once(model, stage_method, data, cfg, stage_dir, on_step=selector)
+                if selector is not None:
+                    selection = selector.restore(result.steps)
+                    log(f"checkpoint selection: kept step {selection['selected_step']} of {result.steps}")
                 model = merge_lora(result.model)
                 stages.append({"request": name, "forget_examples": len(data.forget), "steps": result.steps,
                                "stopped": result.stopped, "seconds": round(result.seconds, 2),
                                "trainable_params": result.trainable_params})
                 if name is not None and index < len(requests) - 1:  # the last request's result is `after`
                     stages[-1]["after"] = _evaluate(model, tokenizer, bench, recipe, fmt, retain_trs, safety,
-                                                    progress, start=False)["metrics"]
+                                                    progress, start=False, reference=reference)["metrics"]
             lap("unlearn")
             log("evaluating the unlearned model")
-            after = _evaluate(model, tokenizer, bench, recipe, fmt, retain_trs, safety, progress, start=False)
+            after = _evaluate(model, tokenizer, bench, recipe, fmt, retain_trs, safety, progress, start=False,
+                              reference=reference)
             lap("evaluate_after")
             if decision is not None:
                 check_probe((before["metrics"].get("harmful_rate")), after["metrics"].get("harmful_rate"),
@@ -249,9 +282,17 @@ def run(recipe: Recipe, out_dir: str | os.PathLike | None = None, *, progress: b
             if decision is None or decision.accepted:
                 save_model(model, tokenizer, tmp / "model")
                 lap("save_model")
+                attacks = run_attacks(recipe, model, tokenizer, bench, fmt, lambda m, b: _evaluate(
+                    m, tokenizer, b, recipe, fmt, retain_trs, safety, progress, start=False, reference=reference),
+                    before=before["metrics"] if before else None, after=after["metrics"], progress=progress, log=log)
+                if attacks:
+                    lap("attacks")
         if decision is not None and not decision.accepted:
             log("guard: rejected — " + "; ".join(decision.reasons) + " (no model written; serve the starting model)")
-        report = _report(recipe, method, bench, before, after, result, stages, timings, decision, harvest, safety)
+        report = {**_report(recipe, method, bench, before, after, result, stages, timings, decision, harvest, safety),
+                  **attacks}
+        if selection is not None:
+            report["selection"] = selection
         write_report(report, tmp)
     report["output_dir"] = str(out)
     return report

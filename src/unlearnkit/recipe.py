@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from unlearnkit.errors import UnlearnError
 from unlearnkit.registry import METHODS, did_you_mean
@@ -127,12 +127,61 @@ class EvalSection(_Section):
     max_new_tokens: int = 200
     retain_model: str | None = None  # tofu: the retain model (hub id or dir) for forget quality
     retain_logs: str | None = None  # or a report/eval JSON holding its forget truth ratios
+    privacy: bool | None = None  # MIA suite, privleak, memorization; null: on when the benchmark has a holdout
+    select: "SelectSection" = Field(default_factory=lambda: SelectSection())
+
+
+class SelectSection(_Section):
+    """Evaluation during training and checkpoint selection (`unlearnkit.selection`)."""
+
+    every: int = 0  # score every N optimizer steps (0: off, the last step is kept)
+    metrics: Literal["cheap", "full"] = "cheap"  # cheap: forget/retain prob, teacher-forced; full: the whole suite
+    rule: Literal["best", "first_at_or_below"] = "best"
+    metric: str = "forget_prob"
+    mode: Literal["min", "max"] = "min"
+    min_retain_ratio: float | None = 0.9  # best: keep retain_prob >= ratio x its value before training
+    target: float | None = None  # first_at_or_below: e.g. the retain model's forget_prob (MUSE's rule)
 
 
 class WorldSection(_Section):
     cache_dir: str | None = None  # default: $UNLEARNKIT_CACHE or ~/.cache/unlearnkit
     seed: int = 0
     size: Literal["default", "small"] = "default"  # small: 6 authors, 2-layer model, builds in seconds
+
+
+class RelearnSection(_Section):
+    """The relearning attack (unlearnkit.attacks.relearn): fine-tune a copy on a few forget samples."""
+
+    enabled: bool | None = None  # null: on for the tiny world (data.benchmark=world), off elsewhere
+    n_samples: int = Field(10, ge=1)  # forget rows the attacker fine-tunes on (seeded choice)
+    steps: int = Field(10, ge=1)
+    lr: float = 3.0e-4  # chosen for the tiny world (docs/robustness.md); raise it for a stronger attack
+    batch_size: int = Field(4, ge=1)
+    train_edits: bool = True  # GRUN: the attacker fine-tunes the edits too (false: base weights only)
+
+
+class QuantizeSection(_Section):
+    """The quantization probe (unlearnkit.attacks.quantize): round a copy's weights to k bits."""
+
+    bits: list[int] = Field(default_factory=list)  # e.g. [8, 4]; empty: off
+    include_embeddings: bool = False
+    include_edits: bool = False  # GRUN's edits are a separate full-precision adapter by default
+
+    @field_validator("bits")
+    @classmethod
+    def _known_bits(cls, bits: list[int]) -> list[int]:
+        bad = [b for b in bits if not 2 <= b <= 8]
+        if bad:
+            raise ValueError(f"bits must be between 2 and 8, e.g. [8, 4] (got {bad})")
+        return list(dict.fromkeys(bits))
+
+
+class AttacksSection(_Section):
+    """Attacks on the unlearned model, run after its evaluation (skipped when the guard rejects)."""
+
+    relearn: RelearnSection = Field(default_factory=RelearnSection)
+    quantize: QuantizeSection = Field(default_factory=QuantizeSection)
+    paraphrase: bool = False  # evaluate with the forget questions paraphrased
 
 
 class Recipe(_Section):
@@ -144,6 +193,7 @@ class Recipe(_Section):
     world: WorldSection = Field(default_factory=WorldSection)
     safety: SafetySection = Field(default_factory=SafetySection)
     guard: GuardSection = Field(default_factory=GuardSection)
+    attacks: AttacksSection = Field(default_factory=AttacksSection)
     seed: int = 0
     output_dir: str = "runs/default"
     description: str = ""

@@ -1,4 +1,5 @@
-"""Reports: report.json (everything), report.md (before/after table), and the same table in the terminal."""
+"""Reports: report.json (everything), report.md (before/after table), report.html (the page with plots,
+`report_html`), and the same table in the terminal."""
 
 from __future__ import annotations
 
@@ -75,14 +76,50 @@ def markdown(report: dict) -> str:
         lines.append("")
     lines += ["| metric | before | after | reading |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in table_rows(report)]
+    lines += robustness_lines(report)
     lines += ["", "Timings (s): " + ", ".join(f"{k} {v}" for k, v in report["timings"].items()), ""]
     return "\n".join(lines)
+
+
+def _pct(value: Any) -> str:
+    return "—" if value is None else f"{100 * value:.0f}%"
+
+
+def robustness_lines(report: dict) -> list[str]:
+    """The attacks section of report.md: forget metrics of each attacked copy and the share of the
+    unlearning effect it kept (1 = all forgetting kept, 0 = fully recovered)."""
+    relearn, quantize, paraphrase = report.get("relearn"), report.get("quantize"), report.get("paraphrase")
+    if not (relearn or quantize or paraphrase):
+        return []
+    after = report.get("after") or {}
+    lines = ["", "Robustness (attacks on a copy of the unlearned model; *kept* = share of the unlearning effect"
+             " that survives: 100% = nothing recovered, 0% = back to the starting model):", "",
+             "| model | forget probability | forget ROUGE-L recall | kept (probability) | kept (ROUGE) |",
+             "|---|---|---|---|---|",
+             f"| unlearned | {fmt_value(after.get('forget_prob'))} | {fmt_value(after.get('forget_rouge'))} | | |"]
+
+    def row(label: str, section: dict) -> str:
+        m, kept = section["metrics"], section.get("forgetting_kept") or {}
+        return (f"| {label} | {fmt_value(m.get('forget_prob'))} | {fmt_value(m.get('forget_rouge'))} |"
+                f" {_pct(kept.get('forget_prob'))} | {_pct(kept.get('forget_rouge'))} |")
+
+    if relearn:
+        s = relearn["settings"]
+        lines.append(row(f"relearned ({s.get('samples_used', s['n_samples'])} forget samples, {s['steps']} steps, lr {s['lr']:g})", relearn))
+    for bits, section in (quantize or {}).items():
+        lines.append(row(f"{bits}-bit weights (RTN, per channel)", section))
+    if paraphrase:
+        lines.append(row("paraphrased forget questions", paraphrase))
+    return lines
 
 
 def write_report(report: dict, out_dir: str | Path) -> None:
     out_dir = Path(out_dir)
     write_text_atomic(out_dir / "report.json", json.dumps(report, indent=2, default=str))
     write_text_atomic(out_dir / "report.md", markdown(report))
+    from unlearnkit.report_html import write_html
+
+    write_html(report, out_dir)  # the same run as one self-contained page, plots embedded
 
 
 def print_table(report: dict) -> None:

@@ -115,4 +115,5 @@ class CheckpointSelector:
         chosen = self.selected_step if self._kept is not None else last_step
         return {"rule": self.rule, "metric": self.metric, "mode": self.mode, "every": self.every,
                 "min_retain_ratio": self.min_retain_ratio, "target": self.target,
-                "selected_step": chosen, "fallback_to_last": self._kept is None, "history": self.history}
+                "selected_step": chosen, "fallback_to_last": self._kept is None, "start": self.start,
+                "history": self.history}
