@@ -91,3 +91,13 @@ def test_selection_is_rejected_for_model_edits(tmp_path, isolated_env):
         run(load_recipe("default", ["world.size=small", "method.name=task_vector", "train.steps=2",
                                     "eval.select.every=1"]), tmp_path / "tv", progress=False, log=lambda m: None)
     assert not (tmp_path / "tv").exists()
+
+
+def test_best_forget_quality_with_model_utility_kept():
+    model = nn.Linear(1, 1, bias=False)
+    scores = [{"forget_quality": 0.2, "model_utility": 0.9}, {"forget_quality": 0.9, "model_utility": 0.5},
+              {"forget_quality": 0.6, "model_utility": 0.85}]
+    selector = CheckpointSelector(model, Scripted(scores), every=1, metric="forget_quality", mode="max",
+                                  min_retain_ratio=0.9, constraint_metric="model_utility",
+                                  start={"model_utility": 0.92})
+    assert run(selector, 3, model)["selected_step"] == 3  # step 2 has the best quality but MU 0.5 < 0.828

@@ -139,7 +139,8 @@ def eval_cmd(
     recipe_name: Optional[str] = typer.Option(None, "--recipe", "-r", help="Evaluate a recipe's model on its benchmark"
                                               " (and harmfulness when it measures it), e.g. safety/harmfulness."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Local model dir or hub id; world:target / world:retain."),
-    benchmark: str = typer.Option("tofu", "--benchmark", "-b", help="tofu or world."),
+    benchmark: str = typer.Option("tofu", "--benchmark", "-b", help="tofu | world | wmdp | mmlu (wmdp/mmlu: local"
+                                  " files with --data-dir, else the hub cais/wmdp, cais/mmlu)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory for eval.json and eval.md"
                                        " (required with --model; default with --recipe: its output_dir)."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Local TOFU folder (else the hub, locuslab/TOFU)."),
@@ -172,6 +173,9 @@ def eval_cmd(
     if model is None or out is None or overrides:
         raise UnlearnError("unlearn eval needs --model and --out (or --recipe RECIPE [overrides]);"
                            " e.g. unlearn eval --model world:target --benchmark world --out runs/eval")
+    if benchmark in ("wmdp", "mmlu"):
+        _eval_multiple_choice(model, benchmark, out, data_dir, dtype, batch_size, quiet)
+        return
     from unlearnkit.checkpoint import atomic_dir
     from unlearnkit.data.formats import get_format
     from unlearnkit.evaluation import evaluate_model, load_benchmark, retain_truth_ratios
@@ -203,6 +207,26 @@ def eval_cmd(
         (tmp / "eval.md").write_text(f"# {model} on {benchmark}\n\n" + "\n".join(lines) + "\n")
     for key, value in result["metrics"].items():
         typer.echo(f"{key:28s} {fmt_value(value)}")
+    typer.echo(f"wrote {out}/eval.json and eval.md")
+
+
+def _eval_multiple_choice(model: str, benchmark: str, out: Path, data_dir: Optional[str], dtype: str,
+                          batch_size: int, quiet: bool) -> None:
+    """Zero-shot multiple-choice accuracy (WMDP bio + cyber, or MMLU) from option log-likelihoods."""
+    from unlearnkit.benchmarks.wmdp import evaluate_mmlu, evaluate_wmdp
+    from unlearnkit.checkpoint import atomic_dir
+    from unlearnkit.models import load_model, load_tokenizer
+
+    loaded, tokenizer = load_model(model, dtype=dtype), load_tokenizer(model)
+    scorer = evaluate_wmdp if benchmark == "wmdp" else evaluate_mmlu
+    result = scorer(loaded, tokenizer, data_dir=data_dir, batch_size=batch_size, progress=not quiet)
+    result.update(model=model, benchmark=benchmark)
+    lines = ["| subset | accuracy | n |", "|---|---|---|", f"| all | {result['accuracy']:.4f} | {result['n']} |"]
+    lines += [f"| {k} | {v['accuracy']:.4f} | {v['n']} |" for k, v in result["per_subset"].items()]
+    with atomic_dir(out) as tmp:
+        (tmp / "eval.json").write_text(json.dumps(result, indent=2, default=str))
+        (tmp / "eval.md").write_text(f"# {model} on {benchmark}\n\n" + "\n".join(lines) + "\n")
+    typer.echo("\n".join(lines))
     typer.echo(f"wrote {out}/eval.json and eval.md")
 
 

@@ -138,7 +138,7 @@ def _selector(recipe: Recipe, model, tokenizer, bench, fmt, retain_trs, referenc
         def score(m):
             return evaluate_model(m, tokenizer, bench, fmt, recipe.eval, retain_trs, False, reference)["metrics"]
     return CheckpointSelector(model, score, sel.every, sel.rule, sel.metric, sel.mode, sel.min_retain_ratio,
-                              sel.target, start=score(model))
+                              sel.target, sel.constraint_metric, start=score(model))
 
 
 def _safety_on(recipe: Recipe, bench) -> bool:

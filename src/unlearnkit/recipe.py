@@ -141,6 +141,7 @@ class SelectSection(_Section):
     mode: Literal["min", "max"] = "min"
     min_retain_ratio: float | None = 0.9  # best: keep retain_prob >= ratio x its value before training
     target: float | None = None  # first_at_or_below: e.g. the retain model's forget_prob (MUSE's rule)
+    constraint_metric: str = "retain_prob"  # what min_retain_ratio applies to (model_utility needs metrics: full)
 
 
 class WorldSection(_Section):

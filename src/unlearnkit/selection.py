@@ -11,7 +11,8 @@ which adds forget quality and model utility.
 Rules:
 
 * `best`: the step with the best `metric` (`mode` max or min), among the steps where
-  `retain_prob` ≥ `min_retain_ratio` × its value before training (the utility constraint);
+  `constraint_metric` (retain_prob; model_utility with `metrics: full`) ≥ `min_retain_ratio` × its value
+  before training (the utility constraint), e.g. best forget_quality with model_utility ≥ 0.9×;
 * `first_at_or_below`: MUSE's stopping rule, the first step whose `metric` is at or below `target`
   (e.g. the retain model's forget_prob). When none reaches it, the last step is kept.
 """
@@ -57,6 +58,7 @@ class CheckpointSelector:
     mode: str = "min"
     min_retain_ratio: float | None = 0.9
     target: float | None = None
+    constraint_metric: str = "retain_prob"  # what min_retain_ratio constrains (e.g. model_utility with metrics: full)
     start: dict[str, float] = field(default_factory=dict)  # metrics before training (the constraint's base)
     history: list[dict] = field(default_factory=list)
     selected_step: int | None = None
@@ -74,9 +76,10 @@ class CheckpointSelector:
             raise UnlearnError(f"eval.select.every must be a positive number of steps, got {self.every}")
 
     def _allowed(self, metrics: dict[str, float]) -> bool:
-        if self.min_retain_ratio is None or "retain_prob" not in self.start:
+        base = self.start.get(self.constraint_metric)
+        if self.min_retain_ratio is None or base is None:
             return True
-        return metrics.get("retain_prob", 0.0) >= self.min_retain_ratio * self.start["retain_prob"]
+        return (metrics.get(self.constraint_metric) or 0.0) >= self.min_retain_ratio * base
 
     def _better(self, value: float) -> bool:
         if self.selected_step is None:
@@ -114,6 +117,7 @@ class CheckpointSelector:
                     params[name].copy_(value.to(params[name].device))
         chosen = self.selected_step if self._kept is not None else last_step
         return {"rule": self.rule, "metric": self.metric, "mode": self.mode, "every": self.every,
-                "min_retain_ratio": self.min_retain_ratio, "target": self.target,
+                "min_retain_ratio": self.min_retain_ratio, "constraint_metric": self.constraint_metric,
+                "target": self.target,
                 "selected_step": chosen, "fallback_to_last": self._kept is None, "start": self.start,
                 "history": self.history}

@@ -131,3 +131,21 @@ def test_bad_rows_are_user_errors(model, tokenizer, fmt):
         privacy_metrics(model, tokenizer, FORGET, [], fmt)
     with pytest.raises(UnlearnError, match="missing answer"):
         privacy_metrics(model, tokenizer, [{"question": "q"}], HOLDOUT, fmt)
+
+
+def test_text_privleak_for_muse(tmp_path):
+    from unlearnkit.benchmarks.privacy import muse_privleak, text_min_k_auc
+    from unlearnkit.metrics import mia
+    from unlearnkit.models import tiny_llama
+    from unlearnkit.world.tokenizer import train_world_tokenizer
+
+    texts = [f"The river at town {i} ran north for {i} miles." for i in range(8)]
+    tokenizer = train_world_tokenizer(texts, vocab_size=300)
+    model = tiny_llama(len(tokenizer), hidden=32, layers=2, heads=2, bos_id=tokenizer.bos_token_id,
+                       eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id).eval()
+    assert text_min_k_auc(model, tokenizer, texts[:4], texts[:4]) == 0.5  # identical sets
+    fn = muse_privleak(retain_auc=0.5)
+    result = fn(model, tokenizer, {"forget": texts[:4], "holdout": texts[4:], "retain": []})
+    assert 0.0 <= result["mia_min_k"] <= 1.0
+    assert result["privleak"] == pytest.approx(mia.privleak(result["mia_min_k"], 0.5))
+    assert muse_privleak()(model, tokenizer, {"forget": texts[:2], "holdout": texts[2:4]})["privleak"] is None

@@ -175,3 +175,26 @@ def test_lm_eval_missing_is_a_clear_error(monkeypatch, model, tokenizer):
     monkeypatch.setitem(sys.modules, "lm_eval", None)  # import lm_eval -> ImportError
     with pytest.raises(UnlearnError, match="pip install lm-eval"):
         evaluate_with_lm_eval(model, tokenizer, ["wmdp_bio"], num_fewshot=0, batch_size=4)
+
+
+def test_unlearn_eval_wmdp_cli_on_local_files(tmp_path, cache_dir, env, isolated_env):
+    import json
+
+    from typer.testing import CliRunner
+
+    from unlearnkit.cli import app
+    from unlearnkit.world.build import ensure_world
+
+    model_dir = ensure_world(cache_dir, size="small", progress=False, log=lambda m: None).target_dir
+    data = tmp_path / "wmdp"
+    data.mkdir()
+    rows = [{"question": f"Which option is number {i}?", "choices": ["one", "two", "three", "four"], "answer": i % 4}
+            for i in range(3)]
+    (data / "bio_questions.json").write_text(json.dumps(rows))
+    (data / "cyber_questions.json").write_text(json.dumps(rows[:2]))
+    result = CliRunner().invoke(app, ["eval", "--model", str(model_dir), "-b", "wmdp", "--data-dir", str(data),
+                                      "--out", str(tmp_path / "out"), "-q"], env=env)
+    assert result.exit_code == 0, result.output
+    evaluated = json.loads((tmp_path / "out" / "eval.json").read_text())
+    assert evaluated["n"] == 5 and set(evaluated["per_subset"]) == {"bio", "cyber"}
+    assert 0.0 <= evaluated["accuracy"] <= 1.0 and "| bio |" in (tmp_path / "out" / "eval.md").read_text()

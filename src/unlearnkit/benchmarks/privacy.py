@@ -153,3 +153,28 @@ def privacy_metrics(
         per_sample[split]["exact_memorization"] = exact[part]
     report["per_sample"] = per_sample
     return report
+
+
+def text_min_k_auc(model: Any, tokenizer: Any, forget_texts: list[str], holdout_texts: list[str], *,
+                   k: float = 0.4, batch_size: int = 32, max_length: int | None = 512) -> float:
+    """Min-K% AUC (forget vs holdout) on raw texts, every token scored (MUSE's privleak corpus)."""
+    from unlearnkit.data.formats import encode_text
+
+    if not forget_texts or not holdout_texts:
+        raise UnlearnError("text privleak needs forget and holdout texts; one of them is empty")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    examples = [encode_text(tokenizer, t, max_length=max_length) for t in [*forget_texts, *holdout_texts]]
+    stats = token_statistics(model, examples, pad_id, batch_size)
+    scores = np.array([mia.min_k_score(s.logprobs, k) for s in stats])
+    return mia.auc(scores[: len(forget_texts)], scores[len(forget_texts):])
+
+
+def muse_privleak(retain_auc: float | None = None, **options: Any):
+    """A `muse_suite(privacy_fn=...)`: the unlearned model's Min-K% AUC on MUSE's privleak texts and
+    privleak against `retain_auc` (the retain model's AUC on the same texts; None leaves privleak out)."""
+
+    def privacy_fn(model: Any, tokenizer: Any, texts: dict) -> dict:
+        value = text_min_k_auc(model, tokenizer, list(texts["forget"]), list(texts["holdout"]), **options)
+        return {"mia_min_k": value, "privleak": None if retain_auc is None else mia.privleak(value, retain_auc)}
+
+    return privacy_fn
