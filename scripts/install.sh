@@ -17,7 +17,8 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
   echo "install.sh: no torch in $VENV; installing torch==${TORCH_SPEC:-2.13.0} first"
   "$PY" -m pip install -q "torch==${TORCH_SPEC:-2.13.0}"
 fi
-TORCH_VERSION=$("$PY" -c "import torch; print(torch.__version__.split('+')[0])")
+# the installed version without importing torch (importing it before numpy is installed prints a warning)
+TORCH_VERSION=$("$PY" -c "from importlib.metadata import version; print(version('torch').split('+')[0])")
 CONSTRAINTS=$(mktemp)
 trap 'rm -f "$CONSTRAINTS"' EXIT
 echo "torch==${TORCH_VERSION}" > "$CONSTRAINTS"
