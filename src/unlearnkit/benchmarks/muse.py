@@ -28,7 +28,7 @@ import numpy as np
 
 from unlearnkit.benchmarks.passes import generate_greedy
 from unlearnkit.data.formats import TagFormat
-from unlearnkit.data.tofu import _parse_rows
+from unlearnkit.data.tofu import parse_rows
 from unlearnkit.errors import UnlearnError
 from unlearnkit.metrics.text import rouge_scores
 
@@ -136,7 +136,7 @@ def load_muse(corpus: str = "news", data_dir: str | Path | None = None, *, hub_i
                 raise UnlearnError(f"MUSE split file {directory / config / (split + '.json')} not found (nor .jsonl); "
                                    f"data_dir must hold verbmem/forget.json and knowmem/{{forget_qa,forget_qa_icl,"
                                    f"retain_qa,retain_qa_icl}}.json")
-            rows, lines = _parse_rows(path)
+            rows, lines = parse_rows(path)
             where = str(path)
         if not split.endswith("_icl") and limit is not None:
             rows, lines = rows[:limit], (lines[:limit] if lines else None)

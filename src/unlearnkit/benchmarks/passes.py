@@ -39,7 +39,7 @@ from unlearnkit.losses import logits_of, sequence_logprob_from_logits
 from unlearnkit.metrics.text import cut_at_stop_strings
 
 
-def _device(model: Any) -> torch.device:
+def model_device(model: Any) -> torch.device:
     try:
         return next(model.parameters()).device
     except (StopIteration, AttributeError):
@@ -87,7 +87,7 @@ def score_examples(
     summed = np.zeros(len(examples), dtype=np.float64)
     if not examples:
         return summed, n_tokens
-    device = _device(model)
+    device = model_device(model)
     batches = _length_batches([len(e.input_ids) for e in examples], batch_size)
     with torch.no_grad(), _eval_mode(model):
         for indices in _progress(batches, "scoring", progress):
@@ -229,7 +229,7 @@ def generate(
     texts: list[str] = [""] * len(prompts)
     if not prompts:
         return texts
-    device = _device(model)
+    device = model_device(model)
     stop_ids = set(eos_ids)
     batches = _length_batches([len(p) for p in prompts], decoding.batch_size)
     with torch.no_grad(), _eval_mode(model), _clean_generation_config(model, config), _seeded(decoding, device):
@@ -302,7 +302,7 @@ def token_statistics(
     results: list[TokenStatistics | None] = [None] * len(examples)
     if not examples:
         return []
-    device = _device(model)
+    device = model_device(model)
     batches = _length_batches([len(e.input_ids) for e in examples], batch_size)
     with torch.no_grad(), _eval_mode(model):
         for indices in _progress(batches, "token statistics", progress):

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from unlearnkit.benchmarks.passes import _device, score_examples, token_statistics
+from unlearnkit.benchmarks.passes import model_device, score_examples, token_statistics
 from unlearnkit.data.batch import Example, collate
 from unlearnkit.edits import edit_positions
 from unlearnkit.errors import UnlearnError
@@ -61,7 +61,7 @@ def gradnorm_scores(model: Any, examples: list[Example], pad_id: int, p: float =
         for param in enabled:
             param.requires_grad_(True)
         params = enabled
-    device, was_training = _device(model), model.training
+    device, was_training = model_device(model), model.training
     scores = np.zeros(len(examples), dtype=np.float64)
     try:
         model.train()

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from unlearnkit.data.batch import IGNORE_INDEX, Example
-from unlearnkit.data.tofu import _parse_rows
+from unlearnkit.data.tofu import parse_rows
 from unlearnkit.errors import UnlearnError
 
 WMDP_HUB_ID = "cais/wmdp"
@@ -75,7 +75,7 @@ def _check_row(row: Any, where: str) -> dict:
 
 
 def _read_json_rows(path: Path, limit: int | None) -> list[dict]:
-    rows, lines = _parse_rows(path)
+    rows, lines = parse_rows(path)
     rows = rows[:limit] if limit is not None else rows
     return [_check_row(row, f"{path}:{line or 'item ' + str(i)}") for i, (row, line) in enumerate(zip(rows, lines))]
 

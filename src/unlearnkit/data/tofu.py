@@ -91,7 +91,7 @@ def _find_split_file(name: str, directory: Path) -> Path:
     )
 
 
-def _parse_rows(path: Path) -> tuple[list, list[int | None]]:
+def parse_rows(path: Path) -> tuple[list, list[int | None]]:
     """Rows of a JSON Lines or JSON array file, with each row's line number (None inside arrays)."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -147,7 +147,7 @@ def load_split(
     """
     if data_dir is not None:
         path = _find_split_file(name, Path(data_dir).expanduser())
-        rows, lines = _parse_rows(path)
+        rows, lines = parse_rows(path)
         return _check_rows(name, rows, lines, str(path))
     try:
         import datasets
