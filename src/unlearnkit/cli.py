@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import os
 import traceback
 from pathlib import Path
@@ -132,102 +131,8 @@ def compare(
                            f" ({', '.join(result['failed'])}); the table above says why")
 
 
-@app.command("eval")
-@friendly
-def eval_cmd(
-    overrides: Optional[List[str]] = typer.Argument(None, help="With --recipe: section.field=value overrides."),
-    recipe_name: Optional[str] = typer.Option(None, "--recipe", "-r", help="Evaluate a recipe's model on its benchmark"
-                                              " (and harmfulness when it measures it), e.g. safety/harmfulness."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Local model dir or hub id; world:target / world:retain."),
-    benchmark: str = typer.Option("tofu", "--benchmark", "-b", help="tofu | world | wmdp | mmlu (wmdp/mmlu: local"
-                                  " files with --data-dir, else the hub cais/wmdp, cais/mmlu)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory for eval.json and eval.md"
-                                       " (required with --model; default with --recipe: its output_dir)."),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Local TOFU folder (else the hub, locuslab/TOFU)."),
-    forget_split: Optional[str] = typer.Option(None, "--forget-split", help="forget01 | forget05 | forget10 (tofu)."),
-    retain_model: Optional[str] = typer.Option(None, "--retain-model", help="Retain model for forget quality."),
-    retain_logs: Optional[str] = typer.Option(None, "--retain-logs", help="eval.json of a retain-model evaluation."),
-    fmt: str = typer.Option("openunlearning", "--format", help="openunlearning (Question:/Answer: tags) | chat | llama2_chat."),
-    dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16."),
-    max_new_tokens: int = typer.Option(200, "--max-new-tokens", help="Generation length for ROUGE."),
-    batch_size: int = typer.Option(32, "--batch-size"),
-    world_size: str = typer.Option("default", "--world-size", help="Tiny world to evaluate on (world): default | small."),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
-):
-    """Evaluate one model on a benchmark (TOFU metrics exactly as OpenUnlearning defines them).
-
-    Either --model (and --benchmark ...) or --recipe: `unlearn eval --recipe safety/harmfulness` measures
-    the safety world's aligned model's harmful rate on held-out harmful prompts and its benign utility.
-    """
-    if recipe_name is not None:
-        from unlearnkit.pipeline import evaluate_recipe
-        from unlearnkit.recipe import load_recipe
-        from unlearnkit.report import fmt_value as _fmt
-
-        result = evaluate_recipe(load_recipe(recipe_name, overrides or []), out, progress=not quiet,
-                                 log=lambda m: typer.echo(m, err=True))
-        for key, value in result["metrics"].items():
-            typer.echo(f"{key:28s} {_fmt(value)}")
-        typer.echo(f"wrote {result['output_dir']}/eval.json and eval.md")
-        return
-    if model is None or out is None or overrides:
-        raise UnlearnError("unlearn eval needs --model and --out (or --recipe RECIPE [overrides]);"
-                           " e.g. unlearn eval --model world:target --benchmark world --out runs/eval")
-    if benchmark in ("wmdp", "mmlu"):
-        _eval_multiple_choice(model, benchmark, out, data_dir, dtype, batch_size, quiet)
-        return
-    from unlearnkit.checkpoint import atomic_dir
-    from unlearnkit.data.formats import get_format
-    from unlearnkit.evaluation import evaluate_model, load_benchmark, retain_truth_ratios
-    from unlearnkit.pipeline import _load_start_model
-    from unlearnkit.recipe import validate_recipe
-    from unlearnkit.report import fmt_value
-    from unlearnkit.world.build import cache_root
-
-    data = {"benchmark": benchmark, "format": fmt}
-    if data_dir:
-        data["data_dir"] = data_dir
-    if forget_split:
-        data["forget_split"] = forget_split
-    elif benchmark == "tofu":
-        data["forget_split"] = "forget10"
-    recipe = validate_recipe({"model": {"name": model, "dtype": dtype}, "data": data,
-                              "eval": {"retain_model": retain_model, "retain_logs": retain_logs,
-                                       "max_new_tokens": max_new_tokens, "batch_size": batch_size},
-                              "world": {"size": world_size}}, "eval options")
-    get_format(fmt)
-    bench = load_benchmark(recipe.data, recipe.world, log=lambda m: typer.echo(m, err=True), progress=not quiet)
-    loaded, tokenizer = _load_start_model(recipe, bench)
-    trs = retain_truth_ratios(bench, recipe, get_format(fmt), cache_root(None), not quiet)
-    result = evaluate_model(loaded, tokenizer, bench, get_format(fmt), recipe.eval, trs, not quiet)
-    result["model"], result["benchmark"] = model, benchmark
-    with atomic_dir(out) as tmp:
-        (tmp / "eval.json").write_text(json.dumps(result, indent=2))
-        lines = ["| metric | value |", "|---|---|"] + [f"| {k} | {fmt_value(v)} |" for k, v in result["metrics"].items()]
-        (tmp / "eval.md").write_text(f"# {model} on {benchmark}\n\n" + "\n".join(lines) + "\n")
-    for key, value in result["metrics"].items():
-        typer.echo(f"{key:28s} {fmt_value(value)}")
-    typer.echo(f"wrote {out}/eval.json and eval.md")
-
-
-def _eval_multiple_choice(model: str, benchmark: str, out: Path, data_dir: Optional[str], dtype: str,
-                          batch_size: int, quiet: bool) -> None:
-    """Zero-shot multiple-choice accuracy (WMDP bio + cyber, or MMLU) from option log-likelihoods."""
-    from unlearnkit.benchmarks.wmdp import evaluate_mmlu, evaluate_wmdp
-    from unlearnkit.checkpoint import atomic_dir
-    from unlearnkit.models import load_model, load_tokenizer
-
-    loaded, tokenizer = load_model(model, dtype=dtype), load_tokenizer(model)
-    scorer = evaluate_wmdp if benchmark == "wmdp" else evaluate_mmlu
-    result = scorer(loaded, tokenizer, data_dir=data_dir, batch_size=batch_size, progress=not quiet)
-    result.update(model=model, benchmark=benchmark)
-    lines = ["| subset | accuracy | n |", "|---|---|---|", f"| all | {result['accuracy']:.4f} | {result['n']} |"]
-    lines += [f"| {k} | {v['accuracy']:.4f} | {v['n']} |" for k, v in result["per_subset"].items()]
-    with atomic_dir(out) as tmp:
-        (tmp / "eval.json").write_text(json.dumps(result, indent=2, default=str))
-        (tmp / "eval.md").write_text(f"# {model} on {benchmark}\n\n" + "\n".join(lines) + "\n")
-    typer.echo("\n".join(lines))
-    typer.echo(f"wrote {out}/eval.json and eval.md")
+# `unlearn eval` lives in cli_eval.py; importing it here registers it (and keeps its place in --help)
+from unlearnkit import cli_eval  # noqa: E402,F401
 
 
 @app.command("ls")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from types import SimpleNamespace
@@ -17,11 +18,11 @@ from unlearnkit.benchmarks.wmdp import (
     choice_predictions,
     evaluate_mmlu,
     evaluate_multiple_choice,
-    evaluate_with_lm_eval,
     evaluate_wmdp,
     load_mmlu,
     load_wmdp,
 )
+from unlearnkit.benchmarks.harness import evaluate_with_lm_eval, local_tasks
 from unlearnkit.data.batch import IGNORE_INDEX
 from unlearnkit.data.tofu import shared_tofu_dir
 from unlearnkit.errors import UnlearnError
@@ -177,6 +178,64 @@ def test_lm_eval_missing_is_a_clear_error(monkeypatch, model, tokenizer):
         evaluate_with_lm_eval(model, tokenizer, ["wmdp_bio"], num_fewshot=0, batch_size=4)
 
 
+def short_rows(tokenizer, rows, n, budget=200):
+    """The first n rows whose prompt fits the tiny model's 256 positions (lm-eval would truncate longer ones)."""
+    fmt = MultipleChoiceFormat()
+    fits = [r for r in rows if len(tokenizer(fmt.prompt(r, "cybersecurity"))["input_ids"]) < budget]
+    assert len(fits) >= n
+    return fits[:n]
+
+
+class CountingModel(torch.nn.Module):
+    """Wraps a model and records the batch size of every forward call."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.inner, self.batches = model, []
+        self.config, self.device, self.dtype = model.config, model.device, model.dtype
+
+    def forward(self, input_ids, *args, **kwargs):
+        self.batches.append(int(input_ids.shape[0]))
+        return self.inner(input_ids, *args, **kwargs)
+
+    def tie_weights(self):
+        return None
+
+
+def test_lm_eval_local_tasks_match_the_built_in_scorer(model, tokenizer, tmp_path):
+    """lm-eval's own wmdp_* / mmlu_* configs on local rows give the same option log-likelihoods as ours
+    (without BOS, lm-eval's HFLM default), and its batches never exceed batch_size."""
+    pytest.importorskip("lm_eval")
+    shared = load_wmdp(("bio", "cyber"), wmdp_dir())
+    data = {"bio": short_rows(tokenizer, shared["bio"], 5), "cyber": short_rows(tokenizer, shared["cyber"], 4)}
+    (tmp_path / "astronomy_test.csv").write_text('"Which is a planet?",Mars,Sirius,Vega,Moon,A\n'
+                                                 '"Largest planet?",Earth,Jupiter,Mars,Venus,B\n')
+    mmlu = load_mmlu(["astronomy"], tmp_path)
+    local = {"wmdp_bio": data["bio"], "wmdp_cyber": data["cyber"], "mmlu_astronomy": mmlu["astronomy"]}
+    counting = CountingModel(model)
+    theirs = evaluate_with_lm_eval(counting, tokenizer, (), local=local, batch_size=2)
+    assert counting.batches and max(counting.batches) <= 2
+    fmt = MultipleChoiceFormat(add_special_tokens=False)
+    ours = evaluate_multiple_choice(model, tokenizer, {"wmdp_bio": data["bio"], "wmdp_cyber": data["cyber"],
+                                                       "mmlu_astronomy": mmlu["astronomy"]},
+                                    topics={"wmdp_bio": "biology", "wmdp_cyber": "cybersecurity",
+                                            "mmlu_astronomy": "astronomy"}, fmt=fmt)
+    assert theirs["n"] == ours["n"] == 11 and set(theirs["per_subset"]) == set(local)
+    for task in local:
+        np.testing.assert_allclose(theirs["per_sample"][task]["loglikelihoods"],
+                                   ours["per_sample"][task]["loglikelihoods"], atol=1e-4)
+        assert theirs["per_sample"][task]["prediction"] == ours["per_sample"][task]["prediction"]
+        assert theirs["per_subset"][task]["accuracy"] == pytest.approx(ours["per_subset"][task]["accuracy"])
+    assert theirs["accuracy"] == pytest.approx(ours["accuracy"])
+    assert theirs["settings"]["backend"] == "lm_eval" and theirs["settings"]["batch_size"] == 2
+    limited = evaluate_with_lm_eval(model, tokenizer, (), local={"wmdp_bio": data["bio"]}, batch_size=4, limit=2)
+    assert limited["n"] == 2
+    with pytest.raises(UnlearnError, match="no task 'wmdp_physics'"):
+        evaluate_with_lm_eval(model, tokenizer, (), local={"wmdp_physics": data["bio"]})
+    assert set(local_tasks("wmdp", wmdp_dir(), limit=1)) == {"wmdp_bio", "wmdp_cyber"}
+    assert list(local_tasks("mmlu", tmp_path)) == ["mmlu_astronomy"]
+
+
 def test_unlearn_eval_wmdp_cli_on_local_files(tmp_path, cache_dir, env, isolated_env):
     import json
 
@@ -198,3 +257,14 @@ def test_unlearn_eval_wmdp_cli_on_local_files(tmp_path, cache_dir, env, isolated
     evaluated = json.loads((tmp_path / "out" / "eval.json").read_text())
     assert evaluated["n"] == 5 and set(evaluated["per_subset"]) == {"bio", "cyber"}
     assert 0.0 <= evaluated["accuracy"] <= 1.0 and "| bio |" in (tmp_path / "out" / "eval.md").read_text()
+    if importlib.util.find_spec("lm_eval") is None:
+        return  # the lm-eval route is covered where lm-eval is installed (dev extras install it)
+    result = CliRunner().invoke(app, ["eval", "--model", str(model_dir), "-b", "wmdp", "--data-dir", str(data),
+                                      "--backend", "lm_eval", "--limit", "2", "--out", str(tmp_path / "lm"), "-q"], env=env)
+    assert result.exit_code == 0, result.output
+    evaluated = json.loads((tmp_path / "lm" / "eval.json").read_text())
+    assert evaluated["n"] == 4 and set(evaluated["per_subset"]) == {"wmdp_bio", "wmdp_cyber"}
+    assert evaluated["settings"]["backend"] == "lm_eval"
+    result = CliRunner().invoke(app, ["eval", "--model", str(model_dir), "-b", "world", "--limit", "2",
+                                      "--out", str(tmp_path / "bad")], env=env)
+    assert result.exit_code != 0 and "apply to -b wmdp and -b mmlu only" in result.output

@@ -25,7 +25,8 @@ Difference from lm-eval's HF backend: we add the tokenizer's special tokens (BOS
 unlearnkit does; lm-eval's ``HFLM`` adds no BOS unless ``add_bos_token=True`` (Gemma). Set
 ``add_special_tokens=False`` to match it. Overall accuracy is the micro average over all items.
 
-``evaluate_with_lm_eval`` runs the same tasks through lm-eval itself (optional dependency).
+``harness.evaluate_with_lm_eval`` runs the same tasks through lm-eval itself (optional dependency), from the
+hub or from the same local files.
 """
 
 from __future__ import annotations
@@ -308,41 +309,3 @@ def evaluate_mmlu(model: Any, tokenizer: Any, subjects: Sequence[str] | Mapping[
     """MMLU accuracy through the same code path; the subject name (underscores as spaces) is the topic."""
     data = dict(subjects) if isinstance(subjects, Mapping) else load_mmlu(subjects, data_dir, limit=limit)
     return evaluate_multiple_choice(model, tokenizer, data, topics={name: name for name in data}, **kwargs)
-
-
-def evaluate_with_lm_eval(
-    model: Any, tokenizer: Any, tasks: Sequence[str] = ("wmdp_bio", "wmdp_cyber", "mmlu"), *,
-    num_fewshot: int | None = None, batch_size: int | str = 32, limit: float | None = None,
-) -> dict:
-    """Run lm-evaluation-harness tasks on an in-memory model (``pip install lm-eval``).
-
-    Honoured: ``batch_size`` (given to ``HFLM``, which does the batching; "auto" works), ``num_fewshot``
-    (``simple_evaluate``; None keeps each task's default, 0 for wmdp/mmlu), ``limit`` (items per task).
-    The device is the model's. Returns the same shape as `evaluate_multiple_choice` (``acc,none`` as
-    ``accuracy``, ``acc_norm,none`` as ``accuracy_norm``; ``per_sample`` holds lm-eval's logged samples);
-    overall accuracy is the item-weighted mean over the requested tasks.
-    """
-    try:
-        import lm_eval
-        from lm_eval.models.huggingface import HFLM
-    except ImportError as err:
-        raise UnlearnError(
-            "the lm_eval backend needs lm-evaluation-harness, which is not installed: run `pip install lm-eval` "
-            "(or use the built-in scorer: evaluate_wmdp / evaluate_mmlu without lm_eval)"
-        ) from err
-    started = time.perf_counter()
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
-    output = lm_eval.simple_evaluate(model=lm, tasks=list(tasks), num_fewshot=num_fewshot, batch_size=batch_size,
-                                     limit=limit, log_samples=True)
-    per_subset, per_sample = {}, {}
-    for task, values in output["results"].items():
-        n = len(output.get("samples", {}).get(task, [])) or int(output.get("n-samples", {}).get(task, {}).get("effective", 0))
-        per_subset[task] = {"accuracy": values.get("acc,none"), "accuracy_norm": values.get("acc_norm,none"), "n": n}
-        per_sample[task] = output.get("samples", {}).get(task, [])
-    leaves = {k: v for k, v in per_subset.items() if v["n"] and v["accuracy"] is not None}
-    total = sum(v["n"] for v in leaves.values())
-    accuracy = sum(v["accuracy"] * v["n"] for v in leaves.values()) / total if total else float("nan")
-    return {"accuracy": accuracy, "accuracy_norm": None, "n": total, "per_subset": per_subset, "per_sample": per_sample,
-            "settings": {"backend": "lm_eval", "tasks": list(tasks), "num_fewshot": num_fewshot,
-                         "batch_size": batch_size, "limit": limit},
-            "seconds": time.perf_counter() - started}
