@@ -19,6 +19,7 @@ run through lm-eval unchanged with no hub access.
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
 import time
@@ -39,6 +40,15 @@ def import_lm_eval() -> Any:
             "(or `pip install \"unlearnkit[lm-eval]\"`; or use the built-in scorer: --backend unlearnkit)"
         ) from err
     return lm_eval
+
+
+@functools.lru_cache(maxsize=1)
+def task_manager() -> Any:
+    """lm-eval's index of registered tasks (it reads every task YAML: ~5 s, so built once per process)."""
+    import_lm_eval()
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager()
 
 
 def local_tasks(benchmark: str, data_dir: str | Path, names: Sequence[str] | None = None, *,
@@ -91,11 +101,10 @@ def evaluate_with_lm_eval(
     """
     lm_eval = import_lm_eval()
     from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
 
     started = time.perf_counter()
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, add_bos_token=add_bos_token)
-    manager = TaskManager()
+    manager = task_manager()
     with tempfile.TemporaryDirectory(prefix="unlearnkit-lm-eval-") as tmp:
         specs: list[Any] = list(tasks) + task_configs(local or {}, Path(tmp), manager)
         if not specs:
