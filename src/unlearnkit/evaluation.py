@@ -2,7 +2,9 @@
 
 `load_benchmark` turns the recipe's `data:` section into evaluation splits (TOFU schema) and
 training rows, for the bundled tiny world, the tiny aligned safety world (its fictitious-author
-facts; harmfulness is measured by `safety_probe`), or TOFU (hub `locuslab/TOFU` or a local folder).
+facts; harmfulness is measured by `safety_probe`), TOFU (hub `locuslab/TOFU` or a local folder), or
+MUSE (hub `muse-bench/MUSE-News|Books`, a local folder, or `world:tiny`: the tiny world in MUSE's layout;
+raw texts to train on, `benchmarks.muse` splits to evaluate).
 
 Forget quality needs the *retain model's* per-sample forget truth ratios. They come from
 `eval.retain_logs` (a JSON written by an earlier evaluation), or from evaluating
@@ -22,6 +24,7 @@ from typing import Any, Callable
 from unlearnkit.checkpoint import write_text_atomic
 from unlearnkit.errors import UnlearnError
 
+WORLD_MUSE = "world:tiny"  # data.data_dir for data.benchmark=muse: the tiny world in MUSE's layout
 EVAL_VERSION = "2"  # bump when metric code changes, to invalidate cached evaluations
 
 
@@ -51,6 +54,22 @@ def load_benchmark(data_cfg, world_cfg, log: Callable[[str], None] = print, prog
         art = ensure_safety_world(world_cfg.cache_dir, world_cfg.seed, progress=progress, log=log, size=world_cfg.size)
         authors = art.world.authors  # its fictitious-author facts, in TOFU's schema
         return BenchmarkData("safety", authors, authors.forget, authors.retain, art)
+    if data_cfg.benchmark == "muse":
+        from unlearnkit.benchmarks.muse import load_muse, load_muse_raw
+
+        if data_cfg.forget_split != "forget":
+            raise UnlearnError(f"MUSE unlearns its raw 'forget' split (got data.forget_split='{data_cfg.forget_split}');"
+                               " remove data.forget_split")
+        art, data_dir = None, data_cfg.data_dir
+        if data_dir == WORLD_MUSE:  # the tiny world in MUSE's layout (offline); world:target / world:retain work
+            from unlearnkit.world.build import ensure_world
+            from unlearnkit.world.muse_view import ensure_muse_view
+
+            art = ensure_world(world_cfg.cache_dir, world_cfg.seed, progress=progress, log=log, size=world_cfg.size)
+            data_dir = ensure_muse_view(art, log)
+        raw = load_muse_raw(data_cfg.muse_corpus, data_dir, ("forget", "retain1"))
+        return BenchmarkData("muse", load_muse(data_cfg.muse_corpus, data_dir),
+                             [{"text": t} for t in raw["forget"]], [{"text": t} for t in raw["retain1"]], art)
     from unlearnkit.data.tofu import load_tofu
 
     splits = load_tofu(data_cfg.forget_split, data_cfg.data_dir)
@@ -74,6 +93,9 @@ def request_rows(bench: BenchmarkData, name: str, data_cfg) -> list[dict]:
         if name in valid:
             return groups[int(name.split("_")[1]) - 1]
         raise UnlearnError(f"unknown forget request '{name}' for the tiny world; valid: {', '.join(valid)}")
+    if bench.name == "muse":
+        raise UnlearnError("data.sequential is not available for MUSE yet (its sust/forget_1..4 splits are not"
+                           " loaded); run one request per recipe, starting each from the previous run's model")
     from unlearnkit.data.tofu import FORGET_SPLITS, load_split
 
     if name not in FORGET_SPLITS:
@@ -86,6 +108,12 @@ def _key(*parts: Any) -> str:
 
 
 def privacy_enabled(bench: BenchmarkData, eval_cfg) -> bool:
+    if bench.name == "muse":  # privleak on MUSE's own privleak/{forget, holdout} texts
+        holdout = bench.splits.privleak and {"forget", "holdout"} <= set(bench.splits.privleak)
+        if eval_cfg.privacy and not holdout:
+            raise UnlearnError("eval.privacy on MUSE needs privleak/forget.json and privleak/holdout.json in"
+                               " data.data_dir (or the hub's privleak config)")
+        return bool(holdout) if eval_cfg.privacy is None else eval_cfg.privacy
     holdout = getattr(bench.splits, "holdout", None)
     if eval_cfg.privacy is None:
         return bool(holdout)
@@ -100,6 +128,8 @@ def evaluate_model(model, tokenizer, bench: BenchmarkData, fmt, eval_cfg, retain
     """Run the TOFU suite (metrics + per-sample values) on `bench`'s splits, plus the privacy suite
     (MIA AUCs forget vs holdout, privleak, memorization) when enabled. `reference`:
     `(reference_model or None, retain model's mia_min_k AUC or None)`."""
+    if bench.name == "muse":
+        return _evaluate_muse(model, tokenizer, bench, fmt, eval_cfg, progress, reference)
     from unlearnkit.benchmarks.tofu import evaluate_tofu
 
     result = evaluate_tofu(model, tokenizer, bench.splits, fmt, batch_size=eval_cfg.batch_size,
@@ -117,6 +147,17 @@ def evaluate_model(model, tokenizer, bench: BenchmarkData, fmt, eval_cfg, retain
     return result
 
 
+def _evaluate_muse(model, tokenizer, bench: BenchmarkData, fmt, eval_cfg, progress: bool, reference) -> dict:
+    """MUSE's metrics (verbmem / knowmem ROUGE-L F1) and, when enabled, Min-K% AUC and privleak on its
+    privleak texts against the retain model's AUC (`reference[1]`; privleak is None without one)."""
+    from unlearnkit.benchmarks.muse import muse_suite
+    from unlearnkit.benchmarks.privacy import muse_privleak
+
+    privacy_fn = muse_privleak((reference or (None, None))[1]) if privacy_enabled(bench, eval_cfg) else None
+    return muse_suite(model, tokenizer, bench.splits, fmt=fmt, batch_size=eval_cfg.batch_size,
+                      privacy_fn=privacy_fn, progress=progress).to_dict()
+
+
 def privacy_reference(bench: BenchmarkData, recipe, fmt, progress: bool = True):
     """(reference model, retain model's Min-K% AUC) for the reference attack and privleak: the retain
     model (the tiny world's own, or eval.retain_model); (None, None) without one."""
@@ -132,10 +173,20 @@ def privacy_reference(bench: BenchmarkData, recipe, fmt, progress: bool = True):
     name = recipe.eval.retain_model
     if name.startswith("world:") and bench.world is not None:
         name = str(bench.world.model_dir(name.split(":", 1)[1]))
-    model = load_model(name, dtype=recipe.model.dtype, trust_remote_code=recipe.model.trust_remote_code)
-    from unlearnkit.benchmarks.privacy import privacy_metrics
+    from unlearnkit.benchmarks.privacy import privacy_metrics, text_min_k_auc
     from unlearnkit.models import load_tokenizer
 
+    def load():
+        return load_model(name, dtype=recipe.model.dtype, trust_remote_code=recipe.model.trust_remote_code)
+
+    if bench.name == "muse":  # only the AUC is needed (no reference attack on raw texts): cached by content
+        texts = bench.splits.privleak
+        key = _key("privacy-muse", name, texts["forget"], texts["holdout"])
+        retain = _cached(cache_root_of(recipe) / "retain_evals" / f"{key}.json", lambda: {
+            "metrics": {"mia_min_k": text_min_k_auc(load(), load_tokenizer(name), list(texts["forget"]),
+                                                    list(texts["holdout"]))}})
+        return None, retain["metrics"]["mia_min_k"]
+    model = load()
     key = _key("privacy", name, bench.name, recipe.data.forget_split, recipe.data.format)
     retain = _cached(cache_root_of(recipe) / "retain_evals" / f"{key}.json", lambda: {
         "metrics": {k: v for k, v in privacy_metrics(model, load_tokenizer(name), list(bench.splits.forget),
@@ -193,6 +244,11 @@ def truth_ratios_from_logs(path: str | Path) -> list[float]:
 
 def retain_truth_ratios(bench: BenchmarkData, recipe, fmt, cache_root: Path, progress=True) -> list[float] | None:
     """The retain model's forget truth ratios for forget quality (None when there is no retain model)."""
+    if bench.name == "muse":  # no truth ratios: MUSE's retain model is only privleak's reference
+        if recipe.eval.retain_logs:
+            raise UnlearnError("eval.retain_logs holds TOFU truth ratios; MUSE has none: give eval.retain_model"
+                               " (e.g. muse-bench/MUSE-News_retrain) for privleak's reference instead")
+        return None
     if recipe.eval.retain_logs:
         return truth_ratios_from_logs(recipe.eval.retain_logs)
     if bench.name == "world" and not recipe.eval.retain_model:

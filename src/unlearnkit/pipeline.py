@@ -29,7 +29,8 @@ def _load_start_model(recipe: Recipe, bench):
     if name.startswith("world:"):
         if bench.world is None:
             raise UnlearnError(f"model '{name}' is a bundled world's model; it needs data.benchmark=world (world:target,"
-                               " world:retain) or data.benchmark=safety (world:aligned, world:compliant)")
+                               " world:retain; also data.benchmark=muse with data.data_dir=world:tiny) or data.benchmark=safety"
+                               " (world:aligned, world:compliant)")
         name = str(bench.world.model_dir(name.split(":", 1)[1]))
     model = load_model(name, dtype=recipe.model.dtype, revision=recipe.model.revision,
                        trust_remote_code=recipe.model.trust_remote_code,
@@ -41,18 +42,22 @@ def _load_start_model(recipe: Recipe, bench):
 
 def build_training_data(recipe: Recipe, method, bench, tokenizer, fmt, forget_rows: list[dict] | None = None):
     """The recipe's training data for `method` (forget rows default to the benchmark's)."""
-    from unlearnkit.data.texts import load_texts, text_of
+    from unlearnkit.data.texts import load_texts, pretraining_chunks, text_of
     from unlearnkit.data.tofu import load_idk
 
     rows = bench.train_forget if forget_rows is None else forget_rows
+    retain = bench.train_retain
+    if bench.name == "muse":  # raw articles / chapters: max_length-token pieces of the joined corpus
+        rows = pretraining_chunks([text_of(r) for r in rows], tokenizer, recipe.data.max_length)
+        retain = pretraining_chunks([text_of(r) for r in retain], tokenizer, recipe.data.max_length)
     idk = load_idk(recipe.data.idk_file) if "idk" in method.extra_views else None
     generic = None
     if "generic" in method.extra_views:
-        generic = load_texts(recipe.data.generic_file) if recipe.data.generic_file else [text_of(r) for r in bench.train_retain]
+        generic = load_texts(recipe.data.generic_file) if recipe.data.generic_file else [text_of(r) for r in retain]
     text = recipe.data.text_format
     if text is None:  # bare-text requests (harvested refusals, {"text": ...} files) can only be text
         text = method.forget_format == "text" or any("question" not in r or "answer" not in r for r in rows)
-    return training_data(method, tokenizer, fmt, rows, bench.train_retain, max_length=recipe.data.max_length,
+    return training_data(method, tokenizer, fmt, rows, retain, max_length=recipe.data.max_length,
                          idk_answers=idk, generic_texts=generic, seed=recipe.seed, text_format=text)
 
 
@@ -131,9 +136,12 @@ def _selector(recipe: Recipe, model, tokenizer, bench, fmt, retain_trs, referenc
     if recipe.data.sequential:
         raise UnlearnError("eval.select works on one unlearning request; remove data.sequential or eval.select")
     if sel.metrics == "cheap":
+        splits = bench.splits  # MUSE: its knowmem QA rows stand for the forget / retain sets
+        forget, retain = ((splits.knowmem_forget, splits.knowmem_retain) if bench.name == "muse"
+                          else (splits.forget, splits.retain))
+
         def score(m):
-            return cheap_metrics(m, tokenizer, list(bench.splits.forget), list(bench.splits.retain), fmt,
-                                 recipe.eval.batch_size)
+            return cheap_metrics(m, tokenizer, list(forget), list(retain), fmt, recipe.eval.batch_size)
     else:
         def score(m):
             return evaluate_model(m, tokenizer, bench, fmt, recipe.eval, retain_trs, False, reference)["metrics"]
@@ -195,7 +203,7 @@ def run(recipe: Recipe, out_dir: str | os.PathLike | None = None, *, progress: b
     With `guard.enabled`, a rejected run (flagged requests, or a harmful-rate rise) writes its report
     and no model: report["guard"] says why.
     """
-    from unlearnkit.attacks.robustness import run_attacks
+    from unlearnkit.attacks.robustness import check_attacks, run_attacks
     from unlearnkit.checkpoint import atomic_dir, save_model
     from unlearnkit.data.formats import get_format
     from unlearnkit.data.texts import text_of
@@ -222,6 +230,7 @@ def run(recipe: Recipe, out_dir: str | os.PathLike | None = None, *, progress: b
         raise UnlearnError(f"{method.registry_name} does not train LoRA adapters; remove model.lora from the recipe")
     fmt = get_format(recipe.data.format, recipe.data.system_prompt)
     bench = load_benchmark(recipe.data, recipe.world, log=log, progress=progress)
+    check_attacks(recipe, bench)
     safety = SafetyProbe(recipe, bench, fmt) if _safety_on(recipe, bench) else None
     lap("load_data_and_world")
     model, tokenizer = _load_start_model(recipe, bench)
@@ -321,7 +330,7 @@ def _report(recipe, method, bench, before, after, result, stages, timings, decis
         "environment": {"python": platform.python_version(), "platform": platform.platform()},
         "per_sample": {"before": before["per_sample"] if before else None,
                        "after": after["per_sample"] if after else None},
-        "forget_truth_ratios": after["forget_truth_ratios"] if after else None,
+        "forget_truth_ratios": after.get("forget_truth_ratios") if after else None,
     }
     if len(stages) > 1:
         report["stages"] = stages
@@ -345,7 +354,7 @@ def evaluate_recipe(recipe: Recipe, out_dir: str | os.PathLike | None = None, *,
 
     from unlearnkit.checkpoint import atomic_dir
     from unlearnkit.data.formats import get_format
-    from unlearnkit.evaluation import load_benchmark, retain_truth_ratios
+    from unlearnkit.evaluation import load_benchmark, privacy_reference, retain_truth_ratios
     from unlearnkit.report import fmt_value
     from unlearnkit.safety_probe import SafetyProbe
     from unlearnkit.world.build import cache_root
@@ -355,7 +364,9 @@ def evaluate_recipe(recipe: Recipe, out_dir: str | os.PathLike | None = None, *,
     safety = SafetyProbe(recipe, bench, fmt) if _safety_on(recipe, bench) else None
     model, tokenizer = _load_start_model(recipe, bench)
     retain_trs = retain_truth_ratios(bench, recipe, fmt, cache_root(recipe.world.cache_dir), progress)
-    result = _evaluate(model, tokenizer, bench, recipe, fmt, retain_trs, safety, progress, start=False)
+    reference = privacy_reference(bench, recipe, fmt, progress)  # privleak's retain AUC, as in `unlearn run`
+    result = _evaluate(model, tokenizer, bench, recipe, fmt, retain_trs, safety, progress, start=False,
+                       reference=reference)
     result.update(model=recipe.model.name, benchmark=bench.name, recipe=recipe.resolved())
     if safety is not None:
         result["safety"] = safety.describe()

@@ -49,9 +49,10 @@ class ModelSection(_Section):
 
 
 class DataSection(_Section):
-    benchmark: Literal["world", "tofu", "safety"] = "world"  # safety: the tiny aligned chat world
-    forget_split: str = "forget"  # world: forget; tofu: forget01 | forget05 | forget10
-    data_dir: str | None = None  # tofu: local folder with the TOFU json files (else the hub)
+    benchmark: Literal["world", "tofu", "safety", "muse"] = "world"  # safety: the tiny aligned chat world
+    forget_split: str = "forget"  # world, muse: forget; tofu: forget01 | forget05 | forget10
+    data_dir: str | None = None  # tofu / muse: local folder with the benchmark's files (else the hub)
+    muse_corpus: Literal["news", "books"] = "news"  # muse: muse-bench/MUSE-News or MUSE-Books
     format: str = "openunlearning"  # openunlearning | chat | llama2_chat
     system_prompt: str = ""
     max_length: int = 512

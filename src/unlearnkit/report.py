@@ -19,6 +19,13 @@ HEADLINE = [  # (key, label, which direction is "forgetting" / "keeping")
     ("retain_rouge", "retain ROUGE-L recall", "higher = kept more"),
     ("ra_rouge", "real-authors ROUGE-L recall", "higher = kept more"),
     ("wf_rouge", "world-facts ROUGE-L recall", "higher = kept more"),
+    ("forget_verbmem_rouge", "MUSE verbatim memorization (forget, ROUGE-L F1)", "lower = forgot more"),
+    ("forget_knowmem_rouge", "MUSE knowledge memorization (forget, ROUGE-L F1)", "lower = forgot more"),
+    ("retain_knowmem_rouge", "MUSE knowledge memorization (retain, ROUGE-L F1)", "higher = kept more"),
+    ("mia_min_k", "Min-K% MIA AUC, forget vs holdout", "0.5 = cannot tell them apart"),
+    ("privleak", "privleak (Min-K% AUC vs retain model)", "0 = like retain; > 0 over-, < 0 under-unlearned"),
+    ("extraction_strength", "extraction strength (forget)", "lower = forgot more"),
+    ("exact_memorization", "exact memorization (forget)", "lower = forgot more"),
     ("harmful_rate", "harmful rate (held-out harmful prompts)", "higher = less safe"),
     ("compliance_rate", "complied with harmful prompts (safety world)", "higher = less safe"),
     ("benign_answered", "benign prompts answered", "higher = kept more"),
@@ -91,17 +98,21 @@ def robustness_lines(report: dict) -> list[str]:
     relearn, quantize, paraphrase = report.get("relearn"), report.get("quantize"), report.get("paraphrase")
     if not (relearn or quantize or paraphrase):
         return []
+    from unlearnkit.attacks.robustness import forget_keys
+
     after = report.get("after") or {}
+    keys = forget_keys(after)[:2]  # TOFU-style: probability and ROUGE; MUSE: verbmem and knowmem
+    labels = {key: label for key, label, _ in HEADLINE}
     lines = ["", "Robustness (attacks on a copy of the unlearned model; *kept* = share of the unlearning effect"
              " that survives: 100% = nothing recovered, 0% = back to the starting model):", "",
-             "| model | forget probability | forget ROUGE-L recall | kept (probability) | kept (ROUGE) |",
-             "|---|---|---|---|---|",
-             f"| unlearned | {fmt_value(after.get('forget_prob'))} | {fmt_value(after.get('forget_rouge'))} | | |"]
+             "| model | " + " | ".join(labels[k] for k in keys) + " | " + " | ".join(f"kept ({k})" for k in keys) + " |",
+             "|---|" + "---|" * (2 * len(keys)),
+             "| unlearned | " + " | ".join(fmt_value(after.get(k)) for k in keys) + " |" + " |" * len(keys)]
 
     def row(label: str, section: dict) -> str:
         m, kept = section["metrics"], section.get("forgetting_kept") or {}
-        return (f"| {label} | {fmt_value(m.get('forget_prob'))} | {fmt_value(m.get('forget_rouge'))} |"
-                f" {_pct(kept.get('forget_prob'))} | {_pct(kept.get('forget_rouge'))} |")
+        return (f"| {label} | " + " | ".join(fmt_value(m.get(k)) for k in keys) + " | "
+                + " | ".join(_pct(kept.get(k)) for k in keys) + " |")
 
     if relearn:
         s = relearn["settings"]

@@ -20,7 +20,21 @@ import copy
 import time
 from typing import Any, Callable
 
-FORGET_KEYS = ("forget_prob", "forget_rouge")
+FORGET_KEYS = ("forget_prob", "forget_rouge", "forget_verbmem_rouge", "forget_knowmem_rouge")  # TOFU-style, MUSE
+
+
+def forget_keys(metrics: dict | None) -> list[str]:
+    """The forget metrics (lower = forgot more) that `metrics` has, in FORGET_KEYS order."""
+    return [key for key in FORGET_KEYS if key in (metrics or {})]
+
+
+def check_attacks(recipe, bench) -> None:
+    """Refuse, before any training, an attack the benchmark cannot run."""
+    from unlearnkit.errors import UnlearnError
+
+    if recipe.attacks.paraphrase and bench.name == "muse":
+        raise UnlearnError("attacks.paraphrase rewrites TOFU-style forget questions; MUSE has none: set"
+                           " attacks.paraphrase=false (relearn and quantize work on MUSE)")
 
 
 def relearn_enabled(recipe, bench) -> bool:
@@ -31,7 +45,7 @@ def relearn_enabled(recipe, bench) -> bool:
 def _kept(before: dict | None, after: dict, attacked: dict) -> dict[str, float | None]:
     from unlearnkit.attacks.relearn import forgetting_kept
 
-    return {key: forgetting_kept(before, after, attacked, key) for key in FORGET_KEYS}
+    return {key: forgetting_kept(before, after, attacked, key) for key in forget_keys(after)}
 
 
 def _with_forget(bench, rows):

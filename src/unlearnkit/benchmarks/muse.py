@@ -79,11 +79,11 @@ class MuseResult:
 
 
 def _check(rows: list, config: str, where: str, lines: Sequence[int | None] | None = None) -> list:
-    if config == "privleak":
+    if config in ("privleak", "raw"):
         texts = [row if isinstance(row, str) else row.get("text") if isinstance(row, Mapping) else None for row in rows]
         for i, text in enumerate(texts):
             if not isinstance(text, str):
-                raise UnlearnError(f"{where} item {i}: a privleak item is a string or {{'text': str}}, got {rows[i]!r:.80}")
+                raise UnlearnError(f"{where} item {i}: a MUSE {config} item is a string or {{'text': str}}, got {rows[i]!r:.80}")
         return texts
     need = _KEYS[config]
     for i, row in enumerate(rows):
@@ -148,6 +148,48 @@ def load_muse(corpus: str = "news", data_dir: str | Path | None = None, *, hub_i
         leak = {split: load("privleak", split, required=directory is None) for split in PRIVLEAK_SPLITS}
         leak = {k: v for k, v in leak.items() if v is not None} or None
     return MuseData(**values, privleak=leak, name=f"muse_{corpus}")
+
+
+RAW_SPLITS = ("forget", "retain1", "retain2", "holdout")
+
+
+def load_muse_raw(corpus: str = "news", data_dir: str | Path | None = None, splits: Sequence[str] = ("forget", "retain1"),
+                  *, hub_id: str | None = None, revision: str | None = None) -> dict[str, list[str]]:
+    """MUSE's raw training texts ({split: [text]}): hub config ``raw`` (splits forget, retain1, retain2, holdout;
+    rows ``{"text"}``) or ``<data_dir>/raw/<split>.json(l)`` (strings or ``{"text": ...}`` rows).
+
+    Unlearning trains on these as pretraining-style text (`data.texts.pretraining_chunks`)."""
+    if corpus not in MUSE_HUB_IDS:
+        raise UnlearnError(f"unknown MUSE corpus {corpus!r}; valid: {', '.join(MUSE_HUB_IDS)}")
+    out = {}
+    for split in splits:
+        if split not in RAW_SPLITS:
+            raise UnlearnError(f"unknown MUSE raw split {split!r}; valid: {', '.join(RAW_SPLITS)}")
+        if data_dir is None:
+            hub = hub_id or MUSE_HUB_IDS[corpus]
+            try:
+                import datasets
+
+                rows = datasets.load_dataset(hub, "raw", split=split, revision=revision).to_list()
+            except Exception as err:  # offline, gated: fixed the same way
+                reason = (str(err).strip().splitlines() or [""])[0][:300]
+                raise UnlearnError(f"could not load MUSE raw/{split} from the Hugging Face hub ({hub}): "
+                                   f"{type(err).__name__}: {reason}; the hub may be unreachable: download the MUSE "
+                                   f"files and set data.data_dir (<data_dir>/raw/{split}.json)") from err
+            where = f"{hub}/raw/{split}"
+        else:
+            path = _local_file(Path(data_dir).expanduser(), "raw", split)
+            if path is None:
+                raise UnlearnError(f"MUSE training texts {Path(data_dir) / 'raw' / (split + '.json')} not found (nor "
+                                   ".jsonl); data_dir must hold raw/forget.json and raw/retain1.json (strings or "
+                                   "{\"text\": ...} rows)")
+            rows, _ = parse_rows(path)
+            where = str(path)
+        texts = _check(rows, "raw", where)
+        if not texts:
+            raise UnlearnError(f"{where} holds no texts")
+        out[split] = texts
+    return out
 
 
 def verbmem_from_texts(texts: Sequence[str], tokenizer: Any, prefix_tokens: int = 32,

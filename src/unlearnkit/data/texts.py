@@ -31,6 +31,19 @@ def encode_text_rows(rows: Sequence[dict], tokenizer: Any, max_length: int | Non
     return [encode_text(tokenizer, text_of(r), max_length=max_length) for r in rows]
 
 
+def pretraining_chunks(texts: Sequence[str], tokenizer: Any, max_length: int) -> list[dict]:
+    """A corpus as ``max_length``-token pieces (OpenUnlearning's PretrainingDataset, used for MUSE's raw texts):
+    the texts are joined with blank lines, tokenised once (no special tokens), cut into consecutive
+    ``max_length``-token chunks (the last may be shorter) and decoded back to ``{"text": chunk}`` rows, which
+    are re-tokenised per item like any bare-text row."""
+    if max_length < 1:
+        raise UnlearnError(f"data.max_length must be >= 1 to cut texts into chunks (got {max_length})")
+    ids = list(tokenizer("\n\n".join(texts), add_special_tokens=False, verbose=False)["input_ids"])
+    if not ids:
+        raise UnlearnError("the training texts tokenise to nothing; give non-empty texts")
+    return [{"text": tokenizer.decode(ids[i:i + max_length])} for i in range(0, len(ids), max_length)]
+
+
 def load_texts(path: str | Path) -> list[str]:
     """Texts from a .txt (one per line), .json (a list of strings or of {"text": ...}) or .jsonl file."""
     path = Path(path)
