@@ -160,3 +160,34 @@ def test_what_muse_cannot_do_is_refused_before_training(tmp_path, overrides, mes
     with pytest.raises(UnlearnError, match=message):
         quiet(overrides, tmp_path / "refused")
     assert not (tmp_path / "refused").exists()
+
+
+def test_unlearn_eval_benchmark_muse_matches_the_runs_before(muse_run, tmp_path, env):
+    from typer.testing import CliRunner
+
+    from unlearnkit.cli import app
+
+    _, report = muse_run
+    result = CliRunner().invoke(app, ["eval", "--model", "world:target", "-b", "muse", "--data-dir", "world:tiny",
+                                      "--retain-model", "world:retain", "--world-size", "small",
+                                      "--out", str(tmp_path / "eval"), "-q"], env=env)
+    assert result.exit_code == 0, result.output
+    evaluated = json.loads((tmp_path / "eval" / "eval.json").read_text())["metrics"]
+    for key in MUSE_KEYS:
+        assert evaluated[key] == pytest.approx(report["before"][key], abs=1e-6)
+
+
+@pytest.mark.parametrize("overrides", [
+    ["eval.select.metrics=full", "eval.select.rule=first_at_or_below", "eval.select.metric=forget_knowmem_rouge",
+     "eval.select.target=0.3"],
+    ["eval.select.metrics=cheap"],  # forget_prob / retain_prob on the knowmem forget / retain QA rows
+])
+def test_checkpoint_selection_on_muse(tmp_path, overrides):
+    report = quiet(["train.steps=20", "eval.select.every=5", "attacks.relearn.enabled=false", *overrides], tmp_path / "sel")
+    selection = report["selection"]
+    assert [h["step"] for h in selection["history"]] == [5, 10, 15, 20]
+    key = "forget_knowmem_rouge" if "eval.select.metrics=full" in overrides else "forget_prob"
+    assert all(key in h for h in selection["history"]) and key in selection["start"]
+    if key == "forget_knowmem_rouge":  # the first scored step at or below the target, else the last
+        hits = [h["step"] for h in selection["history"] if h[key] <= 0.3]
+        assert selection["selected_step"] == (hits[0] if hits else 20)

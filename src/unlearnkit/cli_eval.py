@@ -22,13 +22,15 @@ def eval_cmd(
     recipe_name: Optional[str] = typer.Option(None, "--recipe", "-r", help="Evaluate a recipe's model on its benchmark"
                                               " (and harmfulness when it measures it), e.g. safety/harmfulness."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Local model dir or hub id; world:target / world:retain."),
-    benchmark: str = typer.Option("tofu", "--benchmark", "-b", help="tofu | world | wmdp | mmlu (wmdp/mmlu: local"
-                                  " files with --data-dir, else the hub cais/wmdp, cais/mmlu)."),
+    benchmark: str = typer.Option("tofu", "--benchmark", "-b", help="tofu | world | muse | wmdp | mmlu (with --data-dir:"
+                                  " local files, else the hub: locuslab/TOFU, muse-bench/MUSE-News, cais/wmdp,"
+                                  " cais/mmlu; muse: --data-dir world:tiny is the tiny world in MUSE's layout)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory for eval.json and eval.md"
                                        " (required with --model; default with --recipe: its output_dir)."),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Local TOFU folder (else the hub, locuslab/TOFU)."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Local benchmark folder (else the hub)."),
     forget_split: Optional[str] = typer.Option(None, "--forget-split", help="forget01 | forget05 | forget10 (tofu)."),
-    retain_model: Optional[str] = typer.Option(None, "--retain-model", help="Retain model for forget quality."),
+    retain_model: Optional[str] = typer.Option(None, "--retain-model", help="Retain model: forget quality (tofu)"
+                                               " and privleak's reference (tofu, muse)."),
     retain_logs: Optional[str] = typer.Option(None, "--retain-logs", help="eval.json of a retain-model evaluation."),
     fmt: str = typer.Option("openunlearning", "--format", help="openunlearning (Question:/Answer: tags) | chat | llama2_chat."),
     dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16."),
@@ -66,7 +68,7 @@ def eval_cmd(
         raise UnlearnError(f"--backend and --limit apply to -b wmdp and -b mmlu only, not -b {benchmark}")
     from unlearnkit.checkpoint import atomic_dir
     from unlearnkit.data.formats import get_format
-    from unlearnkit.evaluation import evaluate_model, load_benchmark, retain_truth_ratios
+    from unlearnkit.evaluation import evaluate_model, load_benchmark, privacy_reference, retain_truth_ratios
     from unlearnkit.pipeline import _load_start_model
     from unlearnkit.recipe import validate_recipe
     from unlearnkit.report import fmt_value
@@ -87,7 +89,8 @@ def eval_cmd(
     bench = load_benchmark(recipe.data, recipe.world, log=lambda m: typer.echo(m, err=True), progress=not quiet)
     loaded, tokenizer = _load_start_model(recipe, bench)
     trs = retain_truth_ratios(bench, recipe, get_format(fmt), cache_root(None), not quiet)
-    result = evaluate_model(loaded, tokenizer, bench, get_format(fmt), recipe.eval, trs, not quiet)
+    reference = privacy_reference(bench, recipe, get_format(fmt), not quiet)
+    result = evaluate_model(loaded, tokenizer, bench, get_format(fmt), recipe.eval, trs, not quiet, reference)
     result["model"], result["benchmark"] = model, benchmark
     with atomic_dir(out) as tmp:
         (tmp / "eval.json").write_text(json.dumps(result, indent=2))

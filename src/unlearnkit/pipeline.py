@@ -47,7 +47,7 @@ def build_training_data(recipe: Recipe, method, bench, tokenizer, fmt, forget_ro
 
     rows = bench.train_forget if forget_rows is None else forget_rows
     retain = bench.train_retain
-    if bench.name == "muse":  # raw articles / chapters: max_length-token pieces of the joined corpus
+    if getattr(bench, "name", None) == "muse":  # raw articles / chapters: max_length-token pieces of the joined corpus
         rows = pretraining_chunks([text_of(r) for r in rows], tokenizer, recipe.data.max_length)
         retain = pretraining_chunks([text_of(r) for r in retain], tokenizer, recipe.data.max_length)
     idk = load_idk(recipe.data.idk_file) if "idk" in method.extra_views else None
