@@ -5,6 +5,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
+import shutil
+import subprocess
 from html.parser import HTMLParser
 
 import pytest
@@ -61,6 +64,40 @@ def test_page_has_the_table_and_embeds_valid_pngs(tmp_path):
         assert header == "data:image/png;base64"
         raw = base64.b64decode(data)
         assert raw[:8] == b"\x89PNG\r\n\x1a\n" and imread(io.BytesIO(raw)).shape[0] > 100
+
+
+CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")
+                 if shutil.which(name)), None)
+# after load, the page records each image's decoded width (0 = broken) on <body data-decoded="...">
+PROBE = ('<script>addEventListener("load", () => document.body.setAttribute("data-decoded", Array.from('
+         'document.images).map(i => i.complete && i.naturalWidth > 0 ? i.naturalWidth : 0).join(",")))</script>')
+
+
+def headless(tmp_path, *args: str) -> str:
+    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+               f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=3000", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=True).stdout
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (.ci/run installs Debian's chromium)")
+def test_page_renders_in_headless_chromium(tmp_path):
+    """The browser decodes both embedded plots and paints the table and the plots (colour, not a blank page)."""
+    from matplotlib.image import imread
+
+    (tmp_path / "train_log.jsonl").write_text("\n".join(json.dumps({"step": i, "loss": 1.0 / i}) for i in range(1, 6)))
+    page = write_html(sample_report(), tmp_path)
+    probed = tmp_path / "probed.html"
+    probed.write_text(page.read_text().replace("</body>", PROBE + "</body>"))
+    dom = headless(tmp_path, "--dump-dom", probed.as_uri())
+    decoded = re.search(r'data-decoded="([^"]*)"', dom)
+    assert decoded, "the load handler did not run: the page did not finish loading"
+    widths = [int(w) for w in decoded.group(1).split(",")]
+    assert len(widths) == 2 and min(widths) > 100  # loss curves and trade-off plot, both decoded
+    shot = tmp_path / "shot.png"
+    headless(tmp_path, f"--screenshot={shot}", "--window-size=1000,1600", page.as_uri())
+    pixels = imread(str(shot))[..., :3]
+    assert (pixels.min(axis=-1) < 0.9).mean() > 0.01  # text, rules and plots, not an empty page
+    assert (pixels.max(axis=-1) - pixels.min(axis=-1) > 0.3).sum() > 200  # coloured plot marks
 
 
 def test_page_without_training_or_plots_still_renders():
