@@ -173,6 +173,10 @@ def test_loader_errors(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", offline)
     with pytest.raises(UnlearnError, match="muse-bench/MUSE-News.*pass data_dir"):
         load_muse("news")
+    from unlearnkit.benchmarks.muse import load_muse_raw
+
+    with pytest.raises(UnlearnError, match="MUSE raw/forget from the Hugging Face hub \\(muse-bench/MUSE-Books\\)"):
+        load_muse_raw("books")
 
 
 def test_empty_split_is_an_error(tokenizer):

@@ -97,6 +97,19 @@ def _local_file(directory: Path, config: str, split: str) -> Path | None:
     return next((p for p in (directory / config / f"{split}.json", directory / config / f"{split}.jsonl") if p.is_file()), None)
 
 
+def _hub_rows(hub_id: str, config: str, split: str, revision: str | None) -> list:
+    try:
+        import datasets
+
+        return datasets.load_dataset(hub_id, config, split=split, revision=revision).to_list()
+    except Exception as err:  # offline, gated, unknown split: all fixed the same way
+        reason = (str(err).strip().splitlines() or [""])[0][:300]
+        raise UnlearnError(
+            f"could not load MUSE {config}/{split} from the Hugging Face hub ({hub_id}): {type(err).__name__}: "
+            f"{reason}; the hub may be unreachable: download the MUSE files and pass data_dir (data.data_dir in a "
+            f"recipe) with <data_dir>/{config}/{split}.json") from err
+
+
 def load_muse(corpus: str = "news", data_dir: str | Path | None = None, *, hub_id: str | None = None,
               revision: str | None = None, privleak: bool = True, limit: int | None = None) -> MuseData:
     """MUSE-News (``corpus="news"``) or MUSE-Books (``"books"``) evaluation splits.
@@ -117,17 +130,7 @@ def load_muse(corpus: str = "news", data_dir: str | Path | None = None, *, hub_i
 
     def load(config: str, split: str, required: bool = True) -> list | None:
         if directory is None:
-            try:
-                import datasets
-
-                rows = datasets.load_dataset(hub_id, config, split=split, revision=revision).to_list()
-            except Exception as err:  # offline, gated, unknown split: all fixed the same way
-                reason = (str(err).strip().splitlines() or [""])[0][:300]
-                raise UnlearnError(
-                    f"could not load MUSE {config}/{split} from the Hugging Face hub ({hub_id}): {type(err).__name__}: "
-                    f"{reason}; the hub may be unreachable: download the MUSE files and pass data_dir "
-                    f"(<data_dir>/{config}/{split}.json)") from err
-            lines, where = None, f"{hub_id}/{config}/{split}"
+            rows, lines, where = _hub_rows(hub_id, config, split, revision), None, f"{hub_id}/{config}/{split}"
         else:
             path = _local_file(directory, config, split)
             if path is None:
@@ -167,16 +170,7 @@ def load_muse_raw(corpus: str = "news", data_dir: str | Path | None = None, spli
             raise UnlearnError(f"unknown MUSE raw split {split!r}; valid: {', '.join(RAW_SPLITS)}")
         if data_dir is None:
             hub = hub_id or MUSE_HUB_IDS[corpus]
-            try:
-                import datasets
-
-                rows = datasets.load_dataset(hub, "raw", split=split, revision=revision).to_list()
-            except Exception as err:  # offline, gated: fixed the same way
-                reason = (str(err).strip().splitlines() or [""])[0][:300]
-                raise UnlearnError(f"could not load MUSE raw/{split} from the Hugging Face hub ({hub}): "
-                                   f"{type(err).__name__}: {reason}; the hub may be unreachable: download the MUSE "
-                                   f"files and set data.data_dir (<data_dir>/raw/{split}.json)") from err
-            where = f"{hub}/raw/{split}"
+            rows, where = _hub_rows(hub, "raw", split, revision), f"{hub}/raw/{split}"
         else:
             path = _local_file(Path(data_dir).expanduser(), "raw", split)
             if path is None:
