@@ -10,7 +10,7 @@ import torch
 from unlearnkit.edits import (add_edit, edit_positions, edit_stack, edits_disabled, has_edits, load_edits,
                               only_edit_enabled, save_edits)
 from unlearnkit.errors import UnlearnError
-from unlearnkit.hooks import prompt_end_positions, resolve_layers
+from unlearnkit.hooks import prompt_end_positions, resolve_layers, tokens_in_cache
 
 
 def logits(model, ids, mask=None):
@@ -83,6 +83,21 @@ def test_generation_with_the_kv_cache_equals_recomputing_without_it(tiny_model, 
         plain = tiny_model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=6,
                                     do_sample=False, pad_token_id=0)
     assert not torch.equal(plain, cached)  # the edit reached the decoded tokens through the cache
+
+
+@pytest.mark.parametrize("keyword", ["past_key_values", "cache", None])
+def test_tokens_in_cache_reads_the_cache_whatever_the_release_calls_it(tiny_model, ids, keyword):
+    """transformers 5.24 renamed the forward's past_key_values to cache; the edit must see either."""
+    from transformers import DynamicCache
+
+    with torch.no_grad():
+        cache = tiny_model(input_ids=ids[:, :5], use_cache=True).past_key_values
+    assert isinstance(cache, DynamicCache) and cache.get_seq_length() == 5
+    if keyword is None:  # a release that passes cache_position says it directly
+        assert tokens_in_cache((), {"cache_position": torch.tensor([5, 6])}) == 5
+    else:
+        assert tokens_in_cache((), {"input_ids": ids[:, 5:6], keyword: cache}) == 5
+    assert tokens_in_cache((ids,), {"use_cache": True}) == 0  # no cache: a new sequence
 
 
 def test_left_padded_generation_edits_each_rows_last_prompt_token(tiny_model):

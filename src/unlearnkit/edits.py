@@ -35,7 +35,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from unlearnkit.hooks import base_causal_lm, decoder_layers, hidden_size
+from unlearnkit.hooks import base_causal_lm, decoder_layers, hidden_size, tokens_in_cache
 
 EDITS_FILE = "edits.safetensors"
 EDITS_CONFIG = "edits.json"
@@ -134,8 +134,7 @@ class EditStack(nn.Module):
         ids = kwargs.get("input_ids", args[0] if args else None)
         embeds = kwargs.get("inputs_embeds")
         length = ids.shape[1] if ids is not None else embeds.shape[1]
-        cache = kwargs.get("past_key_values")
-        self.offset = int(cache.get_seq_length()) if cache is not None and hasattr(cache, "get_seq_length") else 0
+        self.offset = tokens_in_cache(args, kwargs)
         self.gates = {}
         if self.explicit is not None:
             self.positions = self.explicit

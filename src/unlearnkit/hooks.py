@@ -15,6 +15,8 @@ Face's ``hidden_states[ℓ + 1]`` — RMU's convention (specs/methods.md pitfall
 * `mlp_down_projection(model, ℓ)`: block ℓ's MLP output projection (Llama `mlp.down_proj`), which RMU trains.
 * `prompt_end_positions(labels)`: per row, the index of the last prompt token (the token before the
   first supervised one) — where GRUN's edit acts.
+* `tokens_in_cache(args, kwargs)`: how many tokens a forward's KV cache already holds, read from the
+  forward's own inputs whatever a transformers release calls them.
 """
 
 from __future__ import annotations
@@ -33,6 +35,26 @@ _LAYER_PATHS = ("model.layers", "model.decoder.layers", "transformer.h", "gpt_ne
 # attribute paths from a decoder block to its MLP output (down) projection: Llama/Mistral/Qwen/Gemma,
 # GPT-2, GPT-NeoX, OPT
 _MLP_DOWN_PATHS = ("mlp.down_proj", "mlp.c_proj", "mlp.dense_4h_to_h", "fc2")
+
+
+def tokens_in_cache(args: Sequence, kwargs: Mapping) -> int:
+    """Tokens that precede this forward's inputs in its KV cache (0 when the forward starts a sequence).
+
+    For a forward pre-hook on the base model. `cache_position` gives it directly when the release
+    passes one; otherwise the KV cache is found by its type among the arguments, not by keyword:
+    transformers 5.24 renamed the model forward's ``past_key_values`` to ``cache``, and a hook that read
+    the old keyword saw every decoding step as a new sequence. The cache is read before the forward
+    writes to it (this runs in a pre-hook), so its length is the number of earlier tokens.
+    """
+    from transformers.cache_utils import Cache
+
+    position = kwargs.get("cache_position")
+    if isinstance(position, torch.Tensor) and position.numel():
+        return int(position.reshape(-1)[0])
+    for value in (*kwargs.values(), *args):
+        if isinstance(value, Cache):
+            return int(value.get_seq_length())
+    return 0
 
 
 def base_causal_lm(model: nn.Module) -> nn.Module:
