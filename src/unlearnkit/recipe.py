@@ -209,13 +209,16 @@ class Recipe(_Section):
         return METHODS.build(self.method["name"], **self.method_fields())
 
     def resolved(self) -> dict[str, Any]:
-        """The fully resolved recipe, method defaults included (what `unlearn show` prints)."""
+        """The fully resolved recipe, method defaults included (what `unlearn show` prints), with secrets
+        (credentials in URLs, API keys) replaced by *** (`unlearnkit.secrets.redact_config`)."""
         data = self.model_dump(mode="json")
         name = self.method.get("name")
         if name:
             data["method"] = {"name": name, **METHODS.fields(name), **self.method_fields()}
             data["method"] = yaml.safe_load(yaml.safe_dump(data["method"], sort_keys=False))  # tuples -> lists
-        return data
+        from unlearnkit.secrets import redact_config
+
+        return redact_config(data)  # written into report.json / eval.json: no URL credentials, no keys
 
 
 def find_recipe(name: str | None) -> Path:

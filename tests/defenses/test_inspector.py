@@ -108,6 +108,37 @@ def test_save_load_roundtrip_is_exact_and_pickle_free(inspector, data, tmp_path)
         Inspector.load(tmp_path)
 
 
+def test_pickle_based_files_are_refused_never_loaded(inspector, tmp_path):
+    old = tmp_path / "old"  # what an older, torch.save-based version left behind
+    old.mkdir()
+    (old / "inspector.pt").write_bytes(b"\x80\x04not loaded")
+    with pytest.raises(UnlearnError, match=r"saved by an older version in a pickle-based format \(inspector.pt\)"
+                                           r".*retrain it with `unlearn inspect --train --out DIR`"):
+        Inspector.load(old)
+    mixed = inspector.save(tmp_path / "mixed")  # a good save with a pickle slipped in is refused as a whole
+    (mixed / "encoder").mkdir()
+    (mixed / "encoder" / "pytorch_model.bin").write_bytes(b"\x80\x04")
+    with pytest.raises(UnlearnError, match=r"holds a pickle-based file \(encoder/pytorch_model.bin\)"):
+        Inspector.load(mixed)
+
+
+def test_damaged_saves_are_clear_errors(inspector, tmp_path):
+    broken = inspector.save(tmp_path / "broken")
+    (broken / "weights.safetensors").write_bytes(b"garbage")
+    with pytest.raises(UnlearnError, match="incomplete or damaged.*retrain it"):
+        Inspector.load(broken)
+    (broken / "inspector.json").write_text("{not json")
+    with pytest.raises(UnlearnError, match="not valid JSON"):
+        Inspector.load(broken)
+    (broken / "inspector.json").write_text(json.dumps({"format": 0, "backbone": "tfidf"}))
+    with pytest.raises(UnlearnError, match="format 0 / backbone 'tfidf'.*retrain it"):
+        Inspector.load(broken)
+
+
+def test_the_default_cache_is_versioned(cache_dir):
+    assert default_inspector_dir(cache_dir).name == "inspector-v2"  # v1 caches are rebuilt, never read
+
+
 def test_unknown_backbone_and_bad_target(data):
     with pytest.raises(UnlearnError, match="did you mean 'tfidf'"):
         Inspector.train(data, backbone="tfid")
@@ -140,6 +171,17 @@ def _tiny_bert(texts):
     return BertForSequenceClassification(config), tokenizer
 
 
+def test_hf_encoder_loads_safetensors_only(tmp_path):
+    model, tokenizer = _tiny_bert(["a pickled encoder"])
+    import torch
+
+    model.config.save_pretrained(tmp_path / "pickled")  # config + a pickled pytorch_model.bin, no safetensors
+    torch.save(model.state_dict(), tmp_path / "pickled" / "pytorch_model.bin")
+    tokenizer.save_pretrained(tmp_path / "pickled")
+    with pytest.raises(UnlearnError, match="could not load the encoder"):
+        EncoderBackbone(model_name=str(tmp_path / "pickled"), max_steps=1, device="cpu").fit(["a"], [0])
+
+
 def test_hf_encoder_backbone_trains_a_tiny_bert_offline(tmp_path):
     small = InspectorData(*(build_split(s, scale=0.08) for s in ("train", "val", "test")))
     model, tokenizer = _tiny_bert([e.text for s in ("train", "val", "test") for e in small.split(s)])
@@ -153,6 +195,7 @@ def test_hf_encoder_backbone_trains_a_tiny_bert_offline(tmp_path):
     inspector.save(tmp_path / "enc")
     saved = sorted(p.name for p in (tmp_path / "enc").rglob("*") if p.is_file())
     assert "model.safetensors" in saved and not any(n.endswith((".bin", ".pt", ".pkl", ".pickle")) for n in saved)
+    assert all(n.endswith((".json", ".safetensors", ".txt")) for n in saved), saved  # JSON + safetensors only
     loaded = Inspector.load(tmp_path / "enc")
     texts = [e.text for e in small.test]
     assert np.allclose(loaded.scores(texts), inspector.scores(texts), atol=1e-6)

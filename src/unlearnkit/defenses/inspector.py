@@ -19,7 +19,10 @@ recall only; a request filter that blocks benign requests is no filter, so FPR i
 
 Saved inspectors hold ``inspector.json`` (backbone, config, threshold, metrics) plus, for tfidf,
 ``vocabulary.json`` and ``weights.safetensors`` (idf vectors, coefficients), for hf_encoder ``encoder/``
-(`save_pretrained`, safetensors). Nothing is pickled, so loading a shared inspector runs no code.
+(`save_pretrained`, safetensors). Nothing is pickled, so loading a shared inspector runs no code: `load`
+reads JSON and safetensors only (the encoder with ``use_safetensors=True``, as `models.load_model` does)
+and refuses a directory holding a pickle-based file (``.bin``, ``.pt``, ``.pkl``, ...) rather than
+skipping it, since such a directory comes from an older version or from somewhere untrusted.
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ import numpy as np
 from unlearnkit.errors import UnlearnError
 
 FORMAT_VERSION = 1
-DEFAULT_DIR_NAME = "inspector-v1"  # bump when the built-in data or the default backbone changes (stale caches)
+DEFAULT_DIR_NAME = "inspector-v2"  # bump when the built-in data, the default backbone or the loader changes
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".joblib", ".ckpt")  # formats that unpickle on load
+RETRAIN = "retrain it with `unlearn inspect --train --out DIR`"
 
 
 @dataclass
@@ -149,7 +154,13 @@ class EncoderBackbone:
 
         torch.manual_seed(self.seed)
         if self.model is None:
-            self.model = AutoModelForSequenceClassification.from_pretrained(self.model_name, num_labels=2)
+            from unlearnkit.models import load_hint
+
+            try:  # safetensors only: a pytorch_model.bin would be unpickled
+                self.model = AutoModelForSequenceClassification.from_pretrained(self.model_name, num_labels=2,
+                                                                                use_safetensors=True)
+            except (OSError, ValueError) as err:
+                raise UnlearnError(load_hint(self.model_name, "encoder", err)) from None
         if self.tokenizer is None:
             self.tokenizer = AutoTokenizer.from_pretrained(self.model_name)
         device = self._device()
@@ -199,7 +210,7 @@ class EncoderBackbone:
     def load(cls, path: Path, config: dict) -> "EncoderBackbone":
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        model = AutoModelForSequenceClassification.from_pretrained(path / "encoder")
+        model = AutoModelForSequenceClassification.from_pretrained(path / "encoder", use_safetensors=True)
         return cls(**config, model=model.eval(), tokenizer=AutoTokenizer.from_pretrained(path / "encoder"))
 
 
@@ -320,17 +331,35 @@ class Inspector:
 
     @classmethod
     def load(cls, path: str | Path) -> "Inspector":
+        """Read an inspector saved by `save`: JSON and safetensors only, never a pickle."""
         path = Path(path)
         meta_file = path / "inspector.json"
+        pickled = sorted(p.relative_to(path).as_posix() for p in path.rglob("*")
+                         if p.is_file() and p.suffix.lower() in PICKLE_SUFFIXES) if path.is_dir() else []
+        if pickled and not meta_file.is_file():
+            raise UnlearnError(f"'{path}' was saved by an older version in a pickle-based format ({pickled[0]}),"
+                               f" which is not loaded because unpickling can run code; {RETRAIN}")
+        if pickled:
+            raise UnlearnError(f"'{path}' holds a pickle-based file ({pickled[0]}); inspectors load only JSON and"
+                               f" safetensors, so it is refused (unpickling can run code); remove it, or {RETRAIN}")
         if not meta_file.is_file():
             raise UnlearnError(f"'{path}' is not a saved inspector (no inspector.json); train one with"
                                " `unlearn inspect --train --out DIR`")
-        meta = json.loads(meta_file.read_text())
-        if meta.get("format") != FORMAT_VERSION or meta.get("backbone") not in BACKBONES:
-            raise UnlearnError(f"'{path}' holds inspector format {meta.get('format')} / backbone"
-                               f" {meta.get('backbone')!r}; this version reads format {FORMAT_VERSION}"
-                               f" ({', '.join(BACKBONES)}); retrain it")
-        backbone = BACKBONES[meta["backbone"]].load(path, meta["config"])
+        try:
+            meta = json.loads(meta_file.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise UnlearnError(f"'{meta_file}' is not valid JSON (a damaged save?); {RETRAIN}") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION or meta.get("backbone") not in BACKBONES:
+            found = meta if not isinstance(meta, dict) else f"{meta.get('format')} / backbone {meta.get('backbone')!r}"
+            raise UnlearnError(f"'{path}' holds inspector format {found}; this version reads format"
+                               f" {FORMAT_VERSION} ({', '.join(BACKBONES)}); {RETRAIN}")
+        from safetensors import SafetensorError
+
+        try:
+            backbone = BACKBONES[meta["backbone"]].load(path, meta["config"])
+        except (OSError, KeyError, ValueError, TypeError, SafetensorError) as err:  # a missing or damaged file
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise UnlearnError(f"the inspector at '{path}' is incomplete or damaged ({first}); {RETRAIN}") from None
         return cls(backbone, meta["threshold"], meta.get("metrics"), meta.get("target_fpr", 0.05))
 
 
@@ -343,7 +372,7 @@ def default_inspector_dir(cache_dir: str | Path | None = None) -> Path:
 def load_inspector(path: str | Path | None = None, cache_dir: str | Path | None = None,
                    log: Callable[[str], None] | None = None) -> Inspector:
     """The inspector saved at `path`; without `path` the built-in tfidf one, trained on the built-in data
-    on first use and cached under $UNLEARNKIT_CACHE (or ~/.cache/unlearnkit)/inspector-v1."""
+    on first use and cached under $UNLEARNKIT_CACHE (or ~/.cache/unlearnkit)/inspector-v2."""
     if path is not None:
         return Inspector.load(path)
     target = default_inspector_dir(cache_dir)

@@ -10,6 +10,9 @@ Requests go through the `openai_compat` backend (API key from the environment va
   conversation ``[user: prompt, assistant: response]`` itself; the server applies the guard's chat
   template, which writes the policy.
 
+The key never appears in a message: see `agents.openai_compat` and `unlearnkit.secrets` (credentials
+in ``base_url`` are redacted from every message; an ``api_key_env`` holding a key is refused).
+
 Either way the answer is read by `judges.parsing.parse_guard_output`, the parser of the local
 `llama_guard` judge, so both count the same outputs as harmful, safe or unparsed; decoding is greedy
 (temperature 0). A request that still fails after the backend's retries raises `BackendError`
@@ -30,6 +33,7 @@ from unlearnkit.judges.base import Judge, Verdict
 from unlearnkit.judges.hf_classifier import check_template
 from unlearnkit.judges.parsing import guard_policy_text, parse_guard_output
 from unlearnkit.registry import JUDGES
+from unlearnkit.secrets import check_key_env, redact_url
 
 FORMATS = ("classify", "conversation")
 ON_ERROR = ("raise", "unparsed")
@@ -68,6 +72,7 @@ class APIJudge(Judge):
     on_error: str = "raise"  # "raise", or "unparsed": a failed request becomes an unparsed verdict
 
     def __post_init__(self) -> None:
+        check_key_env("judge 'api'", self.api_key_env)
         if self.format not in FORMATS:
             raise UnlearnError(f"judge 'api': unknown format '{self.format}'; valid: {', '.join(FORMATS)}")
         if self.on_error not in ON_ERROR:
@@ -79,6 +84,10 @@ class APIJudge(Judge):
                                f"{self.max_tokens}, concurrency={self.concurrency}")
         self.backend = OpenAICompatBackend(base_url=self.base_url, model=self.model, api_key_env=self.api_key_env,
                                            timeout=self.timeout, retries=self.retries, backoff=self.backoff)
+
+    def __repr__(self) -> str:  # the template is long and the URL may hold credentials
+        return (f"APIJudge(base_url={redact_url(self.base_url)!r}, model={self.model!r}, api_key_env="
+                f"{self.api_key_env!r}, format={self.format!r}, on_error={self.on_error!r})")
 
     def messages(self, prompt: str, response: str) -> list[dict]:
         if self.format == "conversation":
