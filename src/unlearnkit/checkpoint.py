@@ -23,10 +23,14 @@ from torch import nn
 
 @contextlib.contextmanager
 def atomic_dir(final: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling directory; on success it replaces `final` in one rename."""
+    """Yield a temporary sibling directory; on success it replaces `final` in one rename.
+
+    For folders unlearnkit owns (caches, checkpoints, model/ inside an output). A folder the user names
+    goes through `unlearnkit.outputs.output_dir`, which never replaces what unlearnkit did not write."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp creates 0700; outputs are meant to be read
     try:
         yield tmp
     except BaseException:
@@ -96,37 +100,57 @@ def save_checkpoint(path: str | Path, model: nn.Module, optimizer, scheduler, st
         (tmp / "trainer_state.json").write_text(json.dumps(meta, default=str))
 
 
+def check_checkpoint(path: str | Path) -> Path:
+    """`path` if it is a checkpoint written by this trainer, else an UnlearnError naming the fix."""
+    from unlearnkit.errors import UnlearnError
+
+    path = Path(path).expanduser()
+    missing = [n for n in ("trainer_state.safetensors", "trainer_state.json") if not (path / n).is_file()]
+    if missing:
+        raise UnlearnError(f"train.resume_from: {path} is not a checkpoint written by unlearnkit (no {missing[0]});"
+                           " point it at DIR/checkpoints/step-N, or use `unlearn run ... --resume`")
+    return path
+
+
 def load_trainer_state(path: str | Path, model: nn.Module, optimizer, scheduler) -> tuple[int, list[dict]]:
     """Restore trainable weights, optimizer moments and schedule; returns (step, history)."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from unlearnkit.errors import UnlearnError
 
-    path = Path(path)
-    if not (path / "trainer_state.safetensors").exists():
-        raise UnlearnError(f"train.resume_from: {path} is not a checkpoint written by unlearnkit"
-                           " (no trainer_state.safetensors); point it at DIR/checkpoints/step-N")
-    tensors = load_file(str(path / "trainer_state.safetensors"))
-    meta = json.loads((path / "trainer_state.json").read_text())
+    path = check_checkpoint(path)
+    try:
+        tensors = load_file(str(path / "trainer_state.safetensors"))
+        meta = json.loads((path / "trainer_state.json").read_text())
+        step, history, groups, schedule = int(meta["step"]), list(meta["history"]), meta["param_groups"], meta["scheduler"]
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError) as err:
+        raise UnlearnError(f"train.resume_from: the checkpoint {path} is damaged ({type(err).__name__}: "
+                           f"{str(err).splitlines()[0] if str(err) else 'unreadable'}); resume from an earlier"
+                           " checkpoint or start over") from None
     params = dict(model.named_parameters())
     with torch.no_grad():
         for key, value in tensors.items():
             if key.startswith("param."):
                 name = key[len("param."):]
-                if name not in params:
-                    raise UnlearnError(f"checkpoint {path} has parameter '{name}' that the model lacks;"
-                                       " resume with the same model and method settings")
+                if name not in params or params[name].shape != value.shape:
+                    raise UnlearnError(f"checkpoint {path} has parameter '{name}' that the model lacks (or with another"
+                                       " shape); resume with the same model and method settings")
                 params[name].copy_(value)
     state: dict = {}
     for key, value in tensors.items():
         if key.startswith("optim."):
             _, idx, name = key.split(".", 2)
             state.setdefault(int(idx), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+    except (ValueError, KeyError) as err:
+        raise UnlearnError(f"checkpoint {path} does not fit this run's optimizer ({err}); resume with the same"
+                           " model, method and train settings") from None
     if "rng.cpu" in tensors:
         torch.set_rng_state(tensors["rng.cpu"])
     cuda_rng = [tensors[f"rng.cuda.{i}"] for i in range(torch.cuda.device_count()) if f"rng.cuda.{i}" in tensors]
     if cuda_rng and len(cuda_rng) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda_rng)
-    scheduler.load_state_dict(meta["scheduler"])
-    return int(meta["step"]), list(meta["history"])
+    scheduler.load_state_dict(schedule)
+    return step, history

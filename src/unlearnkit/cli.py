@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import os
+import shlex
+import sys
 import traceback
 from pathlib import Path
 from typing import Callable, List, Optional
@@ -11,6 +13,12 @@ from typing import Callable, List, Optional
 import typer
 
 from unlearnkit.errors import UnlearnError
+from unlearnkit.outputs import OutputInterrupted
+from unlearnkit.secrets import redact
+
+# exit statuses (README "Exit statuses"): 0 done; 1 internal error (a bug); 2 user error;
+# 3 the safety-regression guard rejected the run; 4 the divergence guard stopped training; 130 interrupted
+EXIT_INTERNAL, EXIT_USER, EXIT_GUARD_REJECTED, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, rich_markup_mode=None,
@@ -34,20 +42,30 @@ def friendly(fn: Callable) -> Callable:
         except (typer.Exit, typer.Abort):
             raise
         except UnlearnError as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(2) from None
+            typer.echo(f"error: {redact(str(err))}", err=True)
+            raise typer.Exit(EXIT_USER) from None
+        except OutputInterrupted as err:  # checkpoints kept in DIR.partial
+            again = command_line()
+            again += "" if "--resume" in again.split() else " --resume"
+            typer.echo(f"{err}:\n  {again}", err=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         except KeyboardInterrupt:
             typer.echo("interrupted; nothing was written to the output directory", err=True)
-            raise typer.Exit(130) from None
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         except Exception as err:  # a bug, not a user error: one line, traceback on request
             if os.environ.get("UNLEARN_DEBUG"):
                 traceback.print_exc()
-            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            first = redact(str(err)).strip().splitlines()[0] if str(err).strip() else ""
             typer.echo(f"internal error: {type(err).__name__}: {first} (set UNLEARN_DEBUG=1 for the traceback;"
                        " please report it)", err=True)
-            raise typer.Exit(1) from None
+            raise typer.Exit(EXIT_INTERNAL) from None
 
     return wrapper
+
+
+def command_line() -> str:
+    """This command as the user could type it again (`unlearn ...`)."""
+    return shlex.join(["unlearn", *sys.argv[1:]])
 
 
 def _split_recipe(recipe: Optional[str], overrides: Optional[List[str]]) -> tuple[Optional[str], list[str]]:
@@ -63,29 +81,47 @@ def run(
     recipe: Optional[str] = typer.Argument(None, help="Recipe name (see `unlearn ls recipes`) or a .yaml path."
                                            " Default: recipes/default.yaml, the tiny world."),
     overrides: Optional[List[str]] = typer.Argument(None, help="Field overrides: method.name=grad_diff train.lr=1e-4"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: the recipe's output_dir)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: the recipe's output_dir)."
+                                       " A new folder, or one an earlier run wrote; never a folder holding other files."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in DIR.partial from its last"
+                                " checkpoint (same recipe and overrides); reproduces the uninterrupted run."),
+    restart: bool = typer.Option(False, "--restart", help="Discard an interrupted run's DIR.partial and start over."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ):
-    """Unlearn with a recipe, evaluate before and after, write DIR/report.{json,md} and DIR/model.
+    """Unlearn with a recipe, evaluate before and after, write DIR/report.{json,md,html} and DIR/model.
 
-    With the safety-regression guard on (guard.enabled=true) a rejected run writes its report, no model,
-    and exits with status 3; report.json's `guard` says why.
+    The run writes into DIR.partial and replaces DIR only when it is complete. Ctrl-C stops after the
+    current training step and saves a checkpoint there (Ctrl-C twice stops at once); `--resume` continues.
+    Set train.save_every=N to also checkpoint every N steps (what survives a killed process).
+
+    \b
+    Exit status: 0 done; 2 bad input (one `error:` line, nothing written); 3 the safety-regression guard
+    rejected the run (report written, no model); 4 the divergence guard stopped training (report and the
+    last finite weights written); 130 interrupted; 1 an internal error (a bug: please report it).
     """
     from unlearnkit.pipeline import run as run_pipeline
     from unlearnkit.recipe import load_recipe
     from unlearnkit.report import print_table
 
+    if resume and restart:
+        raise UnlearnError("--resume continues an interrupted run and --restart discards it; give one of them")
     name, overrides = _split_recipe(recipe, overrides)
     loaded = load_recipe(name, overrides)
-    report = run_pipeline(loaded, out, progress=not quiet, log=lambda m: typer.echo(m, err=True))
+    report = run_pipeline(loaded, out, progress=not quiet, log=lambda m: typer.echo(m, err=True), resume=resume,
+                          restart=restart, command=sys.argv[1:])
     print_table(report)
     guard = report.get("guard") or {}
     if guard.get("decision") == "rejected":
         typer.echo(f"wrote {report['output_dir']}/report.json and report.md; no model (total {report['timings']['total']} s)")
         typer.echo(f"guard: rejected at the {guard['stage']} stage: " + "; ".join(guard["reasons"]), err=True)
-        raise typer.Exit(3)
+        raise typer.Exit(EXIT_GUARD_REJECTED)
     typer.echo(f"wrote {report['output_dir']}/report.json, report.md and model/ "
                f"(total {report['timings']['total']} s)")
+    stopped = (report.get("train") or {}).get("stopped")
+    if stopped:
+        typer.echo(f"diverged: the divergence guard stopped training ({stopped}); lower train.lr or set"
+                   " train.max_grad_norm", err=True)
+        raise typer.Exit(EXIT_DIVERGED)
 
 
 @app.command()
@@ -123,7 +159,8 @@ def compare(
     name, overrides = _split_recipe(recipe, overrides)
     names = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
     result = run_compare(name, names, overrides, out, progress=not quiet, isolate=not in_process,
-                         log=lambda m: typer.echo(m, err=True), method_overrides=parse_method_overrides(sets or []))
+                         log=lambda m: typer.echo(m, err=True), method_overrides=parse_method_overrides(sets or []),
+                         command=sys.argv[1:])
     typer.echo((Path(result["output_dir"]) / "compare.md").read_text().rstrip())
     typer.echo(f"wrote {result['output_dir']}/compare.json, compare.md, compare.png and runs/")
     if result["failed"]:
@@ -209,20 +246,24 @@ def world_build(which: str = typer.Argument("tiny", help="tiny (fictitious autho
                 seed: int = typer.Option(0, "--seed"), force: bool = typer.Option(False, "--force", help="Rebuild even if cached."),
                 size: str = typer.Option("default", "--size", help="default | small (builds in seconds).")):
     """Generate a bundled world and train its models (cached): tiny (target, retain) or safety (compliant, aligned)."""
+    from unlearnkit.cache import cache_lock
+
     _check_world(which)
     if which == "safety":
-        from unlearnkit.world.safety_build import build_safety_world, load_safety_world
+        from unlearnkit.world.safety_build import build_safety_world, load_safety_world, safety_dir
 
-        safety = None if force else load_safety_world(cache_dir, seed, size)
-        if safety is None:
-            safety = build_safety_world(cache_dir, seed, log=lambda m: typer.echo(m, err=True), size=size)
+        with cache_lock(safety_dir(cache_dir, seed, size).name, cache_dir):  # one build across processes
+            safety = None if force else load_safety_world(cache_dir, seed, size)
+            if safety is None:
+                safety = build_safety_world(cache_dir, seed, log=lambda m: typer.echo(m, err=True), size=size)
         _print_safety_world(safety)
         return
-    from unlearnkit.world.build import build_world, load_world
+    from unlearnkit.world.build import build_world, load_world, world_dir
 
-    art = None if force else load_world(cache_dir, seed, size)
-    if art is None:
-        art = build_world(cache_dir, seed, log=lambda m: typer.echo(m, err=True), size=size)
+    with cache_lock(world_dir(cache_dir, seed, size).name, cache_dir):
+        art = None if force else load_world(cache_dir, seed, size)
+        if art is None:
+            art = build_world(cache_dir, seed, log=lambda m: typer.echo(m, err=True), size=size)
     _print_world(art)
 
 

@@ -5,7 +5,6 @@ Registered on the main app by `unlearnkit.cli`, which imports this module after 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional
 
@@ -21,12 +20,14 @@ def eval_cmd(
     overrides: Optional[List[str]] = typer.Argument(None, help="With --recipe: section.field=value overrides."),
     recipe_name: Optional[str] = typer.Option(None, "--recipe", "-r", help="Evaluate a recipe's model on its benchmark"
                                               " (and harmfulness when it measures it), e.g. safety/harmfulness."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Local model dir or hub id; world:target / world:retain."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Local model dir or hub id; world:target / world:retain."
+                                        " With --recipe it replaces the recipe's model.name."),
     benchmark: str = typer.Option("tofu", "--benchmark", "-b", help="tofu | world | muse | wmdp | mmlu (with --data-dir:"
                                   " local files, else the hub: locuslab/TOFU, muse-bench/MUSE-News, cais/wmdp,"
                                   " cais/mmlu; muse: --data-dir world:tiny is the tiny world in MUSE's layout)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory for eval.json and eval.md"
-                                       " (required with --model; default with --recipe: its output_dir)."),
+                                       " (required with --model; default with --recipe: its output_dir). A new"
+                                       " folder, or one unlearnkit wrote; never a folder holding other files."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Local benchmark folder (else the hub)."),
     forget_split: Optional[str] = typer.Option(None, "--forget-split", help="forget01 | forget05 | forget10 (tofu)."),
     retain_model: Optional[str] = typer.Option(None, "--retain-model", help="Retain model: forget quality (tofu)"
@@ -47,13 +48,23 @@ def eval_cmd(
     Either --model (and --benchmark ...) or --recipe: `unlearn eval --recipe safety/harmfulness` measures
     the safety world's aligned model's harmful rate on held-out harmful prompts and its benign utility.
     """
+    import sys
+
     if recipe_name is not None:
         from unlearnkit.pipeline import evaluate_recipe
         from unlearnkit.recipe import load_recipe
         from unlearnkit.report import fmt_value as _fmt
 
-        result = evaluate_recipe(load_recipe(recipe_name, overrides or []), out, progress=not quiet,
-                                 log=lambda m: typer.echo(m, err=True))
+        given = {"--benchmark": benchmark != "tofu", "--data-dir": data_dir, "--forget-split": forget_split,
+                 "--retain-model": retain_model, "--retain-logs": retain_logs, "--limit": limit,
+                 "--backend": backend != "unlearnkit", "--world-size": world_size != "default"}
+        clash = [flag for flag, set_ in given.items() if set_]
+        if clash:
+            raise UnlearnError(f"{clash[0]} does not apply with --recipe (the recipe sets it); write it as an override,"
+                               " e.g. unlearn eval --recipe R data.forget_split=forget05")
+        extra = [f"model.name={model}"] if model else []  # --model replaces the recipe's model
+        result = evaluate_recipe(load_recipe(recipe_name, [*(overrides or []), *extra]), out, progress=not quiet,
+                                 log=lambda m: typer.echo(m, err=True), command=sys.argv[1:])
         for key, value in result["metrics"].items():
             typer.echo(f"{key:28s} {_fmt(value)}")
         typer.echo(f"wrote {result['output_dir']}/eval.json and eval.md")
@@ -61,18 +72,17 @@ def eval_cmd(
     if model is None or out is None or overrides:
         raise UnlearnError("unlearn eval needs --model and --out (or --recipe RECIPE [overrides]);"
                            " e.g. unlearn eval --model world:target --benchmark world --out runs/eval")
+    from unlearnkit.outputs import check_output_dir
+
+    check_output_dir(out)  # before the model is loaded
     if benchmark in ("wmdp", "mmlu"):
         _eval_multiple_choice(model, benchmark, out, data_dir, dtype, batch_size, quiet, backend, limit)
         return
     if backend != "unlearnkit" or limit is not None:
         raise UnlearnError(f"--backend and --limit apply to -b wmdp and -b mmlu only, not -b {benchmark}")
-    from unlearnkit.checkpoint import atomic_dir
-    from unlearnkit.data.formats import get_format
-    from unlearnkit.evaluation import evaluate_model, load_benchmark, privacy_reference, retain_truth_ratios
-    from unlearnkit.pipeline import _load_start_model
+    from unlearnkit.pipeline import evaluate_recipe
     from unlearnkit.recipe import validate_recipe
     from unlearnkit.report import fmt_value
-    from unlearnkit.world.build import cache_root
 
     data = {"benchmark": benchmark, "format": fmt}
     if data_dir:
@@ -85,17 +95,8 @@ def eval_cmd(
                               "eval": {"retain_model": retain_model, "retain_logs": retain_logs,
                                        "max_new_tokens": max_new_tokens, "batch_size": batch_size},
                               "world": {"size": world_size}}, "eval options")
-    get_format(fmt)
-    bench = load_benchmark(recipe.data, recipe.world, log=lambda m: typer.echo(m, err=True), progress=not quiet)
-    loaded, tokenizer = _load_start_model(recipe, bench)
-    trs = retain_truth_ratios(bench, recipe, get_format(fmt), cache_root(None), not quiet)
-    reference = privacy_reference(bench, recipe, get_format(fmt), not quiet)
-    result = evaluate_model(loaded, tokenizer, bench, get_format(fmt), recipe.eval, trs, not quiet, reference)
-    result["model"], result["benchmark"] = model, benchmark
-    with atomic_dir(out) as tmp:
-        (tmp / "eval.json").write_text(json.dumps(result, indent=2))
-        lines = ["| metric | value |", "|---|---|"] + [f"| {k} | {fmt_value(v)} |" for k, v in result["metrics"].items()]
-        (tmp / "eval.md").write_text(f"# {model} on {benchmark}\n\n" + "\n".join(lines) + "\n")
+    result = evaluate_recipe(recipe, out, progress=not quiet, log=lambda m: typer.echo(m, err=True),
+                             command=sys.argv[1:])
     for key, value in result["metrics"].items():
         typer.echo(f"{key:28s} {fmt_value(value)}")
     typer.echo(f"wrote {out}/eval.json and eval.md")
@@ -104,9 +105,14 @@ def eval_cmd(
 def _eval_multiple_choice(model: str, benchmark: str, out: Path, data_dir: Optional[str], dtype: str,
                           batch_size: int, quiet: bool, backend: str = "unlearnkit", limit: Optional[int] = None) -> None:
     """Zero-shot multiple-choice accuracy (WMDP bio + cyber, or MMLU) from option log-likelihoods."""
+    import sys
+
     from unlearnkit.benchmarks.wmdp import evaluate_mmlu, evaluate_wmdp
-    from unlearnkit.checkpoint import atomic_dir
+    from unlearnkit.manifest import build_manifest, recording_reads
     from unlearnkit.models import load_model, load_tokenizer
+    from unlearnkit.outputs import output_dir
+    from unlearnkit.recipe import validate_recipe
+    from unlearnkit.report import write_eval
 
     if backend not in ("unlearnkit", "lm_eval"):
         raise UnlearnError(f"unknown --backend {backend!r}; valid: unlearnkit, lm_eval")
@@ -114,24 +120,28 @@ def _eval_multiple_choice(model: str, benchmark: str, out: Path, data_dir: Optio
         from unlearnkit.benchmarks.harness import import_lm_eval
 
         import_lm_eval()  # a clear error before the model is loaded
-    loaded, tokenizer = load_model(model, dtype=dtype), load_tokenizer(model)
-    if backend == "lm_eval":
-        from unlearnkit.benchmarks.harness import evaluate_with_lm_eval, local_tasks
+    recipe = validate_recipe({"model": {"name": model, "dtype": dtype}, "eval": {"batch_size": batch_size}},
+                             "eval options")
+    with output_dir(out, "eval", command=sys.argv[1:], log=lambda m: typer.echo(m, err=True)) as tmp, \
+            recording_reads() as reads:
+        loaded, tokenizer = load_model(model, dtype=dtype), load_tokenizer(model)
+        if backend == "lm_eval":
+            from unlearnkit.benchmarks.harness import evaluate_with_lm_eval, local_tasks
 
-        if data_dir:
-            result = evaluate_with_lm_eval(loaded, tokenizer, (), local=local_tasks(benchmark, data_dir, limit=limit),
-                                           batch_size=batch_size)
+            if data_dir:
+                result = evaluate_with_lm_eval(loaded, tokenizer, (), local=local_tasks(benchmark, data_dir, limit=limit),
+                                               batch_size=batch_size)
+            else:
+                tasks = ("wmdp_bio", "wmdp_cyber") if benchmark == "wmdp" else ("mmlu",)
+                result = evaluate_with_lm_eval(loaded, tokenizer, tasks, batch_size=batch_size, limit=limit)
         else:
-            tasks = ("wmdp_bio", "wmdp_cyber") if benchmark == "wmdp" else ("mmlu",)
-            result = evaluate_with_lm_eval(loaded, tokenizer, tasks, batch_size=batch_size, limit=limit)
-    else:
-        scorer = evaluate_wmdp if benchmark == "wmdp" else evaluate_mmlu
-        result = scorer(loaded, tokenizer, data_dir=data_dir, batch_size=batch_size, progress=not quiet, limit=limit)
-    result.update(model=model, benchmark=benchmark)
-    lines = ["| subset | accuracy | n |", "|---|---|---|", f"| all | {result['accuracy']:.4f} | {result['n']} |"]
-    lines += [f"| {k} | {v['accuracy']:.4f} | {v['n']} |" for k, v in result["per_subset"].items()]
-    with atomic_dir(out) as tmp:
-        (tmp / "eval.json").write_text(json.dumps(result, indent=2, default=str))
-        (tmp / "eval.md").write_text(f"# {model} on {benchmark}\n\n" + "\n".join(lines) + "\n")
+            scorer = evaluate_wmdp if benchmark == "wmdp" else evaluate_mmlu
+            result = scorer(loaded, tokenizer, data_dir=data_dir, batch_size=batch_size, progress=not quiet,
+                            limit=limit)
+        result.update(model=model, benchmark=benchmark)
+        result["manifest"] = build_manifest(recipe, {"model": (model, model)}, reads, loaded)
+        lines = ["| subset | accuracy | n |", "|---|---|---|", f"| all | {result['accuracy']:.4f} | {result['n']} |"]
+        lines += [f"| {k} | {v['accuracy']:.4f} | {v['n']} |" for k, v in result["per_subset"].items()]
+        write_eval(result, tmp, f"{model} on {benchmark}", lines)
     typer.echo("\n".join(lines))
     typer.echo(f"wrote {out}/eval.json and eval.md")

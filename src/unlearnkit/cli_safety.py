@@ -5,6 +5,7 @@ Registered on the main app by `unlearnkit.cli`, which imports this module after 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -22,9 +23,18 @@ def _key_values(pairs: Optional[List[str]], flag: str) -> dict:
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise UnlearnError(f"{flag} '{pair}': expected KEY=VALUE, e.g. {flag} model=gpt-4o-2024-05-13")
+            raise UnlearnError(f"{flag} expects KEY=VALUE, e.g. {flag} model=gpt-4o-2024-05-13 (got a value without '=')")
         out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
     return out
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    """One JSON object per line; an existing file is replaced only when unlearnkit wrote it (`outputs`)."""
+    import json
+
+    from unlearnkit.outputs import write_output_file
+
+    write_output_file(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
 @app.command()
@@ -57,10 +67,12 @@ def craft(
       unlearn craft --refusals refusals.jsonl --kind pii -T 4 --backend openai_compat \\
           --backend-opt model=gpt-4o-2024-05-13 --out crafted_pii.jsonl
     """
-    from unlearnkit.attacks.crafted_requests import craft_requests, read_texts, write_jsonl
+    from unlearnkit.attacks.crafted_requests import craft_requests, read_texts
     from unlearnkit.attacks.crafting_pools import check_kind, refusal_texts
+    from unlearnkit.outputs import check_output_file
 
     check_kind(kind)
+    check_output_file(out)  # before any agent is asked
     if limit is not None and limit < 1:
         raise UnlearnError(f"--limit {limit}: must be at least 1")
     texts = read_texts(refusals, "refusals") if refusals else refusal_texts(limit or 8, seed=seed)
@@ -71,7 +83,7 @@ def craft(
                             carriers=carrier_list, iterations=iterations, filter=filter_name,
                             filter_options=_key_values(filter_opts, "--filter-opt"), seed=seed, on_unparsed=on_unparsed,
                             progress=None if quiet else lambda i, n: typer.echo(f"crafted {i}/{n}", err=True))
-    write_jsonl(out, [r.to_json() for r in result.kept])
+    _write_jsonl(out, [r.to_json() for r in result.kept])
     if not quiet:
         typer.echo(f"{'#':>3} {'S':>6} {'S_ori':>6} {'S_con':>6} {'S_sem':>6} {'S_syn':>6} {'it':>3}  request")
         for i, r in enumerate(result.kept, start=1):
@@ -109,19 +121,22 @@ def inspect_cmd(
       unlearn inspect requests.txt --inspector my_inspector --out verdicts.jsonl
       unlearn inspect --train --out my_inspector          # train, print recall / FPR, save
     """
-    from unlearnkit.attacks.crafted_requests import read_texts, write_jsonl
+    from unlearnkit.attacks.crafted_requests import read_texts
     from unlearnkit.defenses.inspector import Inspector, load_inspector
+    from unlearnkit.outputs import check_output_dir, check_output_file, output_dir
 
     if train:
         from unlearnkit.defenses.inspector_data import build_inspector_data
 
         if file is not None or out is None:
             raise UnlearnError("--train takes no FILE and needs --out DIR (where the inspector is saved)")
+        check_output_dir(out)  # before training
         extra = read_texts(refusals, "refusals") if refusals else ()
         options = {"model_name": model, "epochs": epochs} if backbone == "hf_encoder" else {}
         inspector = Inspector.train(build_inspector_data(seed=seed, extra_refusals=extra), backbone=backbone,
                                     target_fpr=target_fpr, log=lambda m: typer.echo(m, err=True), **options)
-        inspector.save(out)
+        with output_dir(out, "inspector", command=sys.argv[1:], log=lambda m: typer.echo(m, err=True)) as tmp:
+            inspector.save(tmp)
         m = inspector.metrics
         typer.echo(f"threshold {m['threshold']:.3f} (lowest with val FPR <= {target_fpr:.0%}); split: {m['split']}")
         typer.echo(f"{'split':6s} {'recall':>7s} {'crafted':>8s} {'FPR':>7s} {'AUC':>7s} {'n+':>5s} {'n-':>5s}")
@@ -134,12 +149,14 @@ def inspect_cmd(
         return
     if file is None:
         raise UnlearnError("give a FILE of requests to inspect (or --train --out DIR to train an inspector)")
+    if out:
+        check_output_file(out)
     texts = read_texts(file, "requests")
     inspector = load_inspector(inspector_dir, log=lambda m: typer.echo(m, err=True))
     verdicts = inspector.inspect(texts)
     if out:
-        write_jsonl(out, [{"text": t, "flagged": v.flagged, "score": v.score, "reason": v.reason}
-                          for t, v in zip(texts, verdicts)])
+        _write_jsonl(out, [{"text": t, "flagged": v.flagged, "score": v.score, "reason": v.reason}
+                           for t, v in zip(texts, verdicts)])
     typer.echo(f"{'#':>4} {'verdict':8s} {'score':>5s}  request  [reason]")
     for i, (t, v) in enumerate(zip(texts, verdicts), start=1):
         text = " ".join(t.split())

@@ -153,7 +153,8 @@ def _run_isolated(base: str, overrides: list[str], run_dir: Path, log_file: Path
                 sys.stderr.write(chunk.decode(errors="replace"))
                 sys.stderr.flush()
         code = proc.wait()
-    if code == 0:
+    # 0 done; 3 the guard rejected, 4 training diverged: both wrote their report, which the table shows
+    if code in (0, 3, 4) and (run_dir / "report.json").is_file():
         return json.loads((run_dir / "report.json").read_text())
     lines = [line.strip() for line in log_file.read_text(errors="replace").splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith(("error: ", "internal error: "))]
@@ -196,17 +197,21 @@ def _row(method: str, wall: float, report: dict | None = None, error: str | None
 
 def compare(recipe_name: str | None, methods: list[str] | None = None, overrides: list[str] = (),
             out_dir: str | os.PathLike | None = None, progress: bool = True, log: Callable[[str], None] = print,
-            isolate: bool = True, method_overrides: dict[str, list[str]] | None = None) -> dict:
+            isolate: bool = True, method_overrides: dict[str, list[str]] | None = None,
+            command: list[str] | None = None) -> dict:
     """Run `methods` on `recipe_name` (a run recipe; or a compare recipe, whose methods are the default)
     and write compare.json, compare.md and compare.png into `out_dir`; returns the comparison.
     Failed methods are listed in result['failed'] (and have an `error`); nothing is raised for them."""
-    from unlearnkit.checkpoint import atomic_dir
+    from unlearnkit.manifest import package_versions, source_commit
+    from unlearnkit.outputs import output_dir
+    from unlearnkit.report import json_text
+    from unlearnkit.secrets import redact_config
 
     planned = plan(recipe_name, methods, list(overrides), method_overrides)
     out = Path(out_dir or planned["output_dir"])
     rows, start = [], None
     names = list(planned["runs"])
-    with atomic_dir(out) as tmp:
+    with output_dir(out, "compare", command=command, log=log) as tmp:
         for i, (method, (run_overrides, recipe)) in enumerate(planned["runs"].items(), 1):
             log(f"[{i}/{len(names)}] {method}: unlearn run {planned['base_name']} {' '.join(run_overrides)}")
             run_dir, log_file, clock = tmp / "runs" / method, tmp / "logs" / f"{method}.log", time.perf_counter()
@@ -220,12 +225,15 @@ def compare(recipe_name: str | None, methods: list[str] | None = None, overrides
             rows.append(_row(method, time.perf_counter() - clock, report))
             start = start or report.get("before")
             log(f"[{i}/{len(names)}] {method}: done in {rows[-1]['wall_s']} s")
-        result = {"recipe": planned["recipe"], "base_recipe": planned["base_name"], "overrides": planned["overrides"],
-                  "method_overrides": planned["method_overrides"], "isolated": isolate,
+        result = {"recipe": planned["recipe"], "base_recipe": planned["base_name"],
+                  "overrides": redact_config(planned["overrides"]),
+                  "method_overrides": redact_config(planned["method_overrides"]), "isolated": isolate,
                   "memory": ("peak_rss_mb: each method's own process" if isolate else
                              "peak_rss_mb: running maximum of one process (in-process comparison)"),
-                  "start": start, "rows": rows, "failed": [r["method"] for r in rows if r["status"] != "ok"]}
-        (tmp / "compare.json").write_text(json.dumps(result, indent=2, default=str))
+                  "start": start, "rows": rows, "failed": [r["method"] for r in rows if r["status"] != "ok"],
+                  "manifest": {"packages": package_versions(), "unlearnkit_source": source_commit(),
+                               "runs": "each run's report.json has its own manifest (devices, seeds, input digests)"}}
+        (tmp / "compare.json").write_text(json_text(result))
         (tmp / "compare.md").write_text(markdown(result))
         plot(result, tmp / "compare.png")
     result["output_dir"] = str(out)
@@ -244,7 +252,8 @@ def markdown(result: dict) -> str:
                       *["—"] * (3 + gpu), *[""] * failed])
     for r in rows:
         if r["status"] == "ok":
-            table.append([(r.get("label") or r["method"]), f"{_fmt(r['forget_prob_before'])} → {_fmt(r['forget_prob_after'])}",
+            label = (r.get("label") or r["method"]) + (" (training stopped early)" if r.get("stopped") else "")
+            table.append([label, f"{_fmt(r['forget_prob_before'])} → {_fmt(r['forget_prob_after'])}",
                           _fmt(r["forget_quality"]), _fmt(r["model_utility"]),
                           f"{r['trainable_params']:,} ({100 * r['trainable_fraction']:.3g}%)", _fmt(r["wall_s"]),
                           _fmt(r["peak_rss_mb"]), *[_fmt(r["peak_accelerator_mb"])] * gpu, *[""] * failed])

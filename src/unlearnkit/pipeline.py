@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from unlearnkit.data.training import build_training_data, training_data  # noqa: F401  (public here too)
 from unlearnkit.errors import UnlearnError
 from unlearnkit.recipe import Recipe
 
@@ -38,64 +39,6 @@ def _load_start_model(recipe: Recipe, bench):
     tokenizer = load_tokenizer(recipe.model.tokenizer or name, revision=recipe.model.revision,
                                trust_remote_code=recipe.model.trust_remote_code)
     return model, tokenizer
-
-
-def build_training_data(recipe: Recipe, method, bench, tokenizer, fmt, forget_rows: list[dict] | None = None):
-    """The recipe's training data for `method` (forget rows default to the benchmark's)."""
-    from unlearnkit.data.texts import load_texts, pretraining_chunks, text_of
-    from unlearnkit.data.tofu import load_idk
-
-    rows = bench.train_forget if forget_rows is None else forget_rows
-    retain = bench.train_retain
-    if getattr(bench, "name", None) == "muse":  # raw articles / chapters: max_length-token pieces of the joined corpus
-        rows = pretraining_chunks([text_of(r) for r in rows], tokenizer, recipe.data.max_length)
-        retain = pretraining_chunks([text_of(r) for r in retain], tokenizer, recipe.data.max_length)
-    idk = load_idk(recipe.data.idk_file) if "idk" in method.extra_views else None
-    generic = None
-    if "generic" in method.extra_views:
-        generic = load_texts(recipe.data.generic_file) if recipe.data.generic_file else [text_of(r) for r in retain]
-    text = recipe.data.text_format
-    if text is None:  # bare-text requests (harvested refusals, {"text": ...} files) can only be text
-        text = method.forget_format == "text" or any("question" not in r or "answer" not in r for r in rows)
-    return training_data(method, tokenizer, fmt, rows, retain, max_length=recipe.data.max_length,
-                         idk_answers=idk, generic_texts=generic, seed=recipe.seed, text_format=text)
-
-
-def training_data(method, tokenizer, fmt, forget_rows: list[dict], retain_rows: list[dict] | None, *,
-                  max_length: int | None = 512, idk_answers=None, generic_texts=None, seed: int = 0,
-                  text_format: bool | None = None):
-    """Tokenise forget rows (+ paired retain rows, + the extra views the method asks for).
-
-    `method.forget_format` "qa" encodes rows with `fmt` (prompt masked); "text" as bare text
-    (every token supervised); `text_format` overrides the method's choice. Views: "idk" (each question with an IDK answer from `idk_answers`),
-    "generic" (generic texts, cycled, as the preferred side of dpo_generic_preferred).
-    """
-    from unlearnkit.data.pairing import UnlearnData, encode_rows, idk_view
-    from unlearnkit.data.texts import encode_text_rows, generic_view
-
-    text = method.forget_format == "text" if text_format is None else text_format
-
-    def encode(rows):
-        if text:
-            return encode_text_rows(rows, tokenizer, max_length=max_length)
-        return encode_rows(rows, tokenizer, fmt, max_length=max_length)
-
-    if method.needs_retain() and not retain_rows:
-        raise UnlearnError(f"method '{getattr(method, 'registry_name', type(method).__name__)}' uses retain data;"
-                           " give retain rows (a benchmark with a retain split, or retain=... in the API)")
-    extra = {}
-    if "idk" in method.extra_views:
-        from unlearnkit.data.tofu import load_idk
-
-        extra["idk"] = idk_view(forget_rows, tokenizer, fmt, idk_answers or load_idk(), seed, max_length=max_length)
-    if "generic" in method.extra_views:
-        if not generic_texts:
-            raise UnlearnError("this method prefers generic texts over the forget texts; give generic texts"
-                               " (data.generic_file, or generic_texts=... in the API)")
-        extra["generic"] = generic_view(len(forget_rows), generic_texts, tokenizer, max_length=max_length)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return UnlearnData(encode(forget_rows), encode(retain_rows) if method.needs_retain() else None, extra,
-                       pad_id=pad_id)
 
 
 def peak_memory() -> dict[str, float]:
@@ -196,23 +139,95 @@ def _evaluate(model, tokenizer, bench, recipe, fmt, retain_trs, safety, progress
     return result
 
 
+def _resume_settings(recipe: Recipe, method, partial: Path, resume: bool):
+    """The train settings, continuing from the partial run's last checkpoint with `resume`.
+
+    A fresh run records its resolved recipe in the partial folder; a resumed one must match it."""
+    import json
+
+    from unlearnkit.methods.base import ModelEdit
+    from unlearnkit.outputs import checkpoints
+    from unlearnkit.train import TrainConfig
+
+    resolved = {k: v for k, v in recipe.resolved().items() if k != "output_dir"}
+    saved_path = partial / "recipe.json"
+    if resume:
+        why = ("it trains in several phases" if isinstance(method, ModelEdit) else
+               "it unlearns several requests (data.sequential)" if recipe.data.sequential else
+               "its checkpoint selection (eval.select) is not checkpointed" if recipe.eval.select.every > 0 else
+               "train.resume_from already names a checkpoint" if recipe.train.resume_from else None)
+        if why:
+            raise UnlearnError(f"--resume cannot continue this run: {why}; run it again without --resume"
+                               " (add --restart to discard the partial run)")
+        saved = json.loads(saved_path.read_text()) if saved_path.is_file() else None
+        if saved is not None and saved != resolved:
+            field = _first_difference(saved, resolved)
+            raise UnlearnError(f"--resume: the interrupted run in {partial} used {field}; run the same command"
+                               " with --resume, or use --restart to discard it and start over")
+    if recipe.train.resume_from:
+        from unlearnkit.checkpoint import check_checkpoint
+
+        check_checkpoint(recipe.train.resume_from)  # before anything is loaded
+    saved_path.write_text(json.dumps(resolved, indent=1, default=str))
+    settings = recipe.train.model_dump()
+    if resume and checkpoints(partial):
+        settings["resume_from"] = str(checkpoints(partial)[-1])
+    return TrainConfig(seed=recipe.seed, **settings)
+
+
+def _first_difference(old: dict, new: dict, prefix: str = "") -> str:
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            if a != b:
+                return _first_difference(a, b, f"{prefix}{key}.")
+        elif a != b:
+            return f"{prefix}{key}={a!r} (this command: {b!r})"
+    return "other settings"
+
+
 def run(recipe: Recipe, out_dir: str | os.PathLike | None = None, *, progress: bool = True,
-        log: Callable[[str], None] = print) -> dict:
+        log: Callable[[str], None] = print, resume: bool = False, restart: bool = False,
+        command: list[str] | None = None) -> dict:
     """Unlearn and evaluate as the recipe says; returns the report (also written to out_dir).
 
-    With `guard.enabled`, a rejected run (flagged requests, or a harmful-rate rise) writes its report
-    and no model: report["guard"] says why.
+    The output folder is checked before anything else runs (`unlearnkit.outputs`): the run writes into
+    DIR.partial and replaces DIR only when complete. `resume` continues an interrupted run from its last
+    checkpoint; `restart` discards one. With `guard.enabled`, a rejected run (flagged requests, or a
+    harmful-rate rise) writes its report and no model: report["guard"] says why. A run whose training
+    the divergence guard stopped says so in report["train"]["stopped"].
     """
-    from unlearnkit.attacks.robustness import check_attacks, run_attacks
-    from unlearnkit.checkpoint import atomic_dir, save_model
     from unlearnkit.data.formats import get_format
+    from unlearnkit.manifest import recording_reads
+    from unlearnkit.outputs import output_dir
+
+    out = Path(out_dir or recipe.output_dir)
+    method = recipe.build_method()
+    if recipe.model.lora is not None and not getattr(method, "supports_lora", True):
+        raise UnlearnError(f"{method.registry_name} does not train LoRA adapters; remove model.lora from the recipe")
+    fmt = get_format(recipe.data.format, recipe.data.system_prompt)
+    with output_dir(out, "run", resume=resume, restart=restart, command=command, log=log) as tmp:
+        cfg = _resume_settings(recipe, method, tmp, resume)
+        with recording_reads() as reads:
+            report = _run_in(tmp, recipe, method, fmt, cfg, progress, log)
+        from unlearnkit.manifest import build_manifest
+        from unlearnkit.report import write_report
+
+        report["manifest"] = build_manifest(recipe, report.pop("_models"), reads, report.pop("_model"))
+        write_report(report, tmp)
+    report["output_dir"] = str(out)
+    return report
+
+
+def _run_in(tmp: Path, recipe: Recipe, method, fmt, cfg, progress: bool, log) -> dict:
+    """The run's stages, writing into the partial folder `tmp`; returns the report (not yet written)."""
+    from unlearnkit.attacks.robustness import check_attacks, run_attacks
+    from unlearnkit.checkpoint import save_model
     from unlearnkit.data.texts import text_of
     from unlearnkit.defenses.guard import GuardDecision, check_probe, screen_requests
     from unlearnkit.evaluation import load_benchmark, privacy_reference, retain_truth_ratios
     from unlearnkit.models import LoraSpec, merge_lora, wrap_lora
-    from unlearnkit.report import write_report
     from unlearnkit.safety_probe import SafetyProbe
-    from unlearnkit.train import TrainConfig
     from unlearnkit.world.build import cache_root
 
     timings: dict[str, float] = {}
@@ -224,16 +239,14 @@ def run(recipe: Recipe, out_dir: str | os.PathLike | None = None, *, progress: b
         timings[name] = round(now - clock, 2)
         clock = now
 
-    out = Path(out_dir or recipe.output_dir)
-    method = recipe.build_method()
-    if recipe.model.lora is not None and not getattr(method, "supports_lora", True):
-        raise UnlearnError(f"{method.registry_name} does not train LoRA adapters; remove model.lora from the recipe")
-    fmt = get_format(recipe.data.format, recipe.data.system_prompt)
     bench = load_benchmark(recipe.data, recipe.world, log=log, progress=progress)
     check_attacks(recipe, bench)
     safety = SafetyProbe(recipe, bench, fmt) if _safety_on(recipe, bench) else None
     lap("load_data_and_world")
     model, tokenizer = _load_start_model(recipe, bench)
+    models = {"model": _model_source(recipe.model.name, bench)}
+    if recipe.eval.retain_model:
+        models["retain_model"] = _model_source(recipe.eval.retain_model, bench)
     lap("load_model")
     requests, harvest = _forget_requests(recipe, bench, safety, model, tokenizer, progress, log)
     datasets = [build_training_data(recipe, method, bench, tokenizer, fmt, rows) for _, rows in requests]
@@ -241,15 +254,18 @@ def run(recipe: Recipe, out_dir: str | os.PathLike | None = None, *, progress: b
 
     retain_trs = retain_truth_ratios(bench, recipe, fmt, cache_root(recipe.world.cache_dir), progress)
     reference = privacy_reference(bench, recipe, fmt, progress)
+
+    def evaluate(m, start: bool = False, b=bench) -> dict:
+        return _evaluate(m, tokenizer, b, recipe, fmt, retain_trs, safety, progress, start=start, reference=reference)
+
     before = None
     if recipe.eval.before or recipe.guard.enabled:  # the guard compares with the starting model
         log("evaluating the starting model")
-        before = _evaluate(model, tokenizer, bench, recipe, fmt, retain_trs, safety, progress, start=True,
-                           reference=reference)
+        before = evaluate(model, start=True)
     lap("evaluate_before")
 
-    decision = GuardDecision() if recipe.guard.enabled else None
-    if decision is not None and recipe.guard.screen_requests:
+    decision = GuardDecision()  # accepts unless the guard is on and rejects
+    if recipe.guard.enabled and recipe.guard.screen_requests:
         from unlearnkit.defenses.inspector import load_inspector
 
         texts = [text_of(r) for _, rows in requests for r in (rows if rows is not None else bench.train_forget)]
@@ -257,54 +273,58 @@ def run(recipe: Recipe, out_dir: str | os.PathLike | None = None, *, progress: b
                         decision)
         lap("guard_screen")
 
-    with atomic_dir(out) as tmp:
-        stages, result, after, attacks, selection = [], None, None, {}, None
-        if decision is None or decision.accepted:
-            cfg = TrainConfig(seed=recipe.seed, progress=progress, **recipe.train.model_dump())
-            for index, ((name, _), data) in enumerate(zip(requests, datasets)):
-                if recipe.model.lora is not None:
-                    model = wrap_lora(model, LoraSpec(**recipe.model.lora.model_dump()))
-                stage_method = method if index == 0 else recipe.build_method()  # fresh state per request
-                label = f" (request {index + 1}/{len(requests)}: {name})" if name else ""
-                log(f"unlearning with {method.registry_name} on {len(data.forget)} forget examples{label}")
-                stage_dir = tmp if name is None else tmp / "stages" / f"{index + 1}-{name}"
-                selector = _selector(recipe, model, tokenizer, bench, fmt, retain_trs, reference)
-                result = unlearn_once(model, stage_method, data, cfg, stage_dir, on_step=selector)
-                if selector is not None:
-                    selection = selector.restore(result.steps)
-                    log(f"checkpoint selection: kept step {selection['selected_step']} of {result.steps}")
-                model = merge_lora(result.model)
-                stages.append({"request": name, "forget_examples": len(data.forget), "steps": result.steps,
-                               "stopped": result.stopped, "seconds": round(result.seconds, 2),
-                               "trainable_params": result.trainable_params})
-                if name is not None and index < len(requests) - 1:  # the last request's result is `after`
-                    stages[-1]["after"] = _evaluate(model, tokenizer, bench, recipe, fmt, retain_trs, safety,
-                                                    progress, start=False, reference=reference)["metrics"]
-            lap("unlearn")
-            log("evaluating the unlearned model")
-            after = _evaluate(model, tokenizer, bench, recipe, fmt, retain_trs, safety, progress, start=False,
-                              reference=reference)
-            lap("evaluate_after")
-            if decision is not None:
-                check_probe((before["metrics"].get("harmful_rate")), after["metrics"].get("harmful_rate"),
-                            recipe.guard.max_harmful_increase, decision)
-            if decision is None or decision.accepted:
-                save_model(model, tokenizer, tmp / "model")
-                lap("save_model")
-                attacks = run_attacks(recipe, model, tokenizer, bench, fmt, lambda m, b: _evaluate(
-                    m, tokenizer, b, recipe, fmt, retain_trs, safety, progress, start=False, reference=reference),
-                    before=before["metrics"] if before else None, after=after["metrics"], progress=progress, log=log)
-                if attacks:
-                    lap("attacks")
-        if decision is not None and not decision.accepted:
-            log("guard: rejected — " + "; ".join(decision.reasons) + " (no model written; serve the starting model)")
-        report = {**_report(recipe, method, bench, before, after, result, stages, timings, decision, harvest, safety),
-                  **attacks}
-        if selection is not None:
-            report["selection"] = selection
-        write_report(report, tmp)
-    report["output_dir"] = str(out)
-    return report
+    stages, result, after, attacks, selection = [], None, None, {}, None
+    if decision.accepted:
+        for index, ((name, _), data) in enumerate(zip(requests, datasets)):
+            if recipe.model.lora is not None:
+                model = wrap_lora(model, LoraSpec(**recipe.model.lora.model_dump()))
+            stage_method = method if index == 0 else recipe.build_method()  # fresh state per request
+            label = f" (request {index + 1}/{len(requests)}: {name})" if name else ""
+            log(f"unlearning with {method.registry_name} on {len(data.forget)} forget examples{label}")
+            stage_dir = tmp if name is None else tmp / "stages" / f"{index + 1}-{name}"
+            selector = _selector(recipe, model, tokenizer, bench, fmt, retain_trs, reference)
+            result = unlearn_once(model, stage_method, data, cfg, stage_dir, on_step=selector)
+            if selector is not None:
+                selection = selector.restore(result.steps)
+                log(f"checkpoint selection: kept step {selection['selected_step']} of {result.steps}")
+            model = merge_lora(result.model)
+            stages.append({"request": name, "forget_examples": len(data.forget), "steps": result.steps,
+                           "stopped": result.stopped, "seconds": round(result.seconds, 2),
+                           "trainable_params": result.trainable_params})
+            if result.stopped:
+                log(f"training stopped early: {result.stopped}")
+                break
+            if name is not None and index < len(requests) - 1:  # the last request's result is `after`
+                stages[-1]["after"] = evaluate(model)["metrics"]
+        lap("unlearn")
+        log("evaluating the unlearned model")
+        after = evaluate(model)
+        lap("evaluate_after")
+        if recipe.guard.enabled:
+            check_probe(before["metrics"].get("harmful_rate"), after["metrics"].get("harmful_rate"),
+                        recipe.guard.max_harmful_increase, decision)
+        if decision.accepted:
+            save_model(model, tokenizer, tmp / "model")
+            lap("save_model")
+            attacks = run_attacks(recipe, model, tokenizer, bench, fmt, lambda m, b: evaluate(m, b=b),
+                                  before=before["metrics"] if before else None, after=after["metrics"],
+                                  progress=progress, log=log)
+            if attacks:
+                lap("attacks")
+    if not decision.accepted:
+        log("guard: rejected — " + "; ".join(decision.reasons) + " (no model written; serve the starting model)")
+    report = {**_report(recipe, method, bench, before, after, result, stages, timings,
+                        decision if recipe.guard.enabled else None, harvest, safety), **attacks}
+    if selection is not None:
+        report["selection"] = selection
+    return {**report, "_models": models, "_model": model}
+
+
+def _model_source(name: str, bench) -> tuple[str, str]:
+    """(name, loadable folder or hub id) of a recipe's model (world:target -> the world's folder)."""
+    if name.startswith("world:") and bench.world is not None:
+        return name, str(bench.world.model_dir(name.split(":", 1)[1]))
+    return name, name
 
 
 def _report(recipe, method, bench, before, after, result, stages, timings, decision, harvest, safety) -> dict:
@@ -347,33 +367,34 @@ def _report(recipe, method, bench, before, after, result, stages, timings, decis
 
 
 def evaluate_recipe(recipe: Recipe, out_dir: str | os.PathLike | None = None, *, progress: bool = True,
-                    log: Callable[[str], None] = print) -> dict:
+                    log: Callable[[str], None] = print, command: list[str] | None = None) -> dict:
     """Evaluate the recipe's model without unlearning: its benchmark's metrics and, when the recipe
-    measures harmfulness, harmful rate and benign utility. Writes eval.json and eval.md."""
-    import json
-
-    from unlearnkit.checkpoint import atomic_dir
+    measures harmfulness, harmful rate and benign utility. Writes eval.json and eval.md (with a manifest)."""
     from unlearnkit.data.formats import get_format
     from unlearnkit.evaluation import load_benchmark, privacy_reference, retain_truth_ratios
-    from unlearnkit.report import fmt_value
+    from unlearnkit.manifest import build_manifest, recording_reads
+    from unlearnkit.outputs import output_dir
+    from unlearnkit.report import write_eval
     from unlearnkit.safety_probe import SafetyProbe
     from unlearnkit.world.build import cache_root
 
     fmt = get_format(recipe.data.format, recipe.data.system_prompt)
-    bench = load_benchmark(recipe.data, recipe.world, log=log, progress=progress)
-    safety = SafetyProbe(recipe, bench, fmt) if _safety_on(recipe, bench) else None
-    model, tokenizer = _load_start_model(recipe, bench)
-    retain_trs = retain_truth_ratios(bench, recipe, fmt, cache_root(recipe.world.cache_dir), progress)
-    reference = privacy_reference(bench, recipe, fmt, progress)  # privleak's retain AUC, as in `unlearn run`
-    result = _evaluate(model, tokenizer, bench, recipe, fmt, retain_trs, safety, progress, start=False,
-                       reference=reference)
-    result.update(model=recipe.model.name, benchmark=bench.name, recipe=recipe.resolved())
-    if safety is not None:
-        result["safety"] = safety.describe()
     out = Path(out_dir or recipe.output_dir)
-    with atomic_dir(out) as tmp:
-        (tmp / "eval.json").write_text(json.dumps(result, indent=2, default=str))
-        lines = ["| metric | value |", "|---|---|"] + [f"| {k} | {fmt_value(v)} |" for k, v in result["metrics"].items()]
-        (tmp / "eval.md").write_text(f"# {recipe.model.name} on {bench.name}\n\n" + "\n".join(lines) + "\n")
+    with output_dir(out, "eval", command=command, log=log) as tmp, recording_reads() as reads:
+        bench = load_benchmark(recipe.data, recipe.world, log=log, progress=progress)
+        safety = SafetyProbe(recipe, bench, fmt) if _safety_on(recipe, bench) else None
+        model, tokenizer = _load_start_model(recipe, bench)
+        retain_trs = retain_truth_ratios(bench, recipe, fmt, cache_root(recipe.world.cache_dir), progress)
+        reference = privacy_reference(bench, recipe, fmt, progress)  # privleak's retain AUC, as in `unlearn run`
+        result = _evaluate(model, tokenizer, bench, recipe, fmt, retain_trs, safety, progress, start=False,
+                           reference=reference)
+        result.update(model=recipe.model.name, benchmark=bench.name, recipe=recipe.resolved())
+        if safety is not None:
+            result["safety"] = safety.describe()
+        models = {"model": _model_source(recipe.model.name, bench)}
+        if recipe.eval.retain_model:
+            models["retain_model"] = _model_source(recipe.eval.retain_model, bench)
+        result["manifest"] = build_manifest(recipe, models, reads, model)
+        write_eval(result, tmp, f"{recipe.model.name} on {bench.name}")
     result["output_dir"] = str(out)
     return result

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,8 @@ HEADLINE = [  # (key, label, which direction is "forgetting" / "keeping")
 def fmt_value(value: Any) -> str:
     if value is None:
         return "—"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "non-finite" if math.isnan(value) else ("+inf" if value > 0 else "-inf")
     if isinstance(value, float):
         return f"{value:.3g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
     return str(value)
@@ -124,9 +127,47 @@ def robustness_lines(report: dict) -> list[str]:
     return lines
 
 
+def finite_json(value: Any) -> tuple[Any, list[str]]:
+    """`value` with every non-finite float (NaN, ±inf: a diverged model's scores) replaced by None, and
+    the paths of those floats ("after.mia_gradnorm"), so report.json stays strict JSON and says which
+    numbers were not finite."""
+    found: list[str] = []
+
+    def clean(node: Any, path: str) -> Any:
+        if isinstance(node, float) and not math.isfinite(node):
+            found.append(path)
+            return None
+        if isinstance(node, dict):
+            return {k: clean(v, f"{path}.{k}" if path else str(k)) for k, v in node.items()}
+        if isinstance(node, (list, tuple)):
+            return [clean(v, f"{path}[{i}]") for i, v in enumerate(node)]
+        return node
+
+    return clean(value, ""), found
+
+
+def json_text(value: Any) -> str:
+    """Strict JSON (non-finite numbers as null, listed under "non_finite")."""
+    cleaned, found = finite_json(value)
+    if found and isinstance(cleaned, dict):
+        named = [p for p in found if "[" not in p]
+        in_lists = len(found) - len(named)
+        cleaned["non_finite"] = named + ([f"{in_lists} values in per-sample lists"] if in_lists else [])
+    return json.dumps(cleaned, indent=2, default=str, allow_nan=False)
+
+
+def write_eval(result: dict, out_dir: str | Path, title: str, lines: list[str] | None = None) -> None:
+    """eval.json (everything) and eval.md (`lines`, by default the metric table) of `unlearn eval`."""
+    out_dir = Path(out_dir)
+    write_text_atomic(out_dir / "eval.json", json_text(result))
+    if lines is None:
+        lines = ["| metric | value |", "|---|---|"] + [f"| {k} | {fmt_value(v)} |" for k, v in result["metrics"].items()]
+    write_text_atomic(out_dir / "eval.md", f"# {title}\n\n" + "\n".join(lines) + "\n")
+
+
 def write_report(report: dict, out_dir: str | Path) -> None:
     out_dir = Path(out_dir)
-    write_text_atomic(out_dir / "report.json", json.dumps(report, indent=2, default=str))
+    write_text_atomic(out_dir / "report.json", json_text(report))
     write_text_atomic(out_dir / "report.md", markdown(report))
     from unlearnkit.report_html import write_html
 

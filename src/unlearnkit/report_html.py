@@ -109,6 +109,8 @@ def render(report: dict, train_log: list[dict] | None = None) -> str:
         parts.append(f" Trained {train['steps']} steps, {train['trainable_params']:,} of {train['total_params']:,}"
                      f" parameters ({100 * report.get('trainable_fraction', 0):.2f} %), in {train['seconds']} s.")
     parts.append("</p>")
+    if train and train.get("stopped"):
+        parts.append(f"<p class='rejected'>Training stopped early (divergence guard): {html.escape(train['stopped'])}</p>")
     guard = report.get("guard")
     if guard:
         css = "accepted" if guard["decision"] == "accepted" else "rejected"

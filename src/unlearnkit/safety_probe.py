@@ -42,7 +42,9 @@ class SafetyProbe:
         return load_prompts(source, path, limit=limit)
 
     def describe(self) -> dict[str, Any]:
-        return {"judge": self.cfg.judge, "decoding": self.decoding.to_dict(), "probe": self.cfg.probe,
+        from unlearnkit.secrets import redact_config
+
+        return {"judge": redact_config(dict(self.cfg.judge)), "decoding": self.decoding.to_dict(), "probe": self.cfg.probe,
                 "n_probe": len(self.probe), "benign": self.cfg.benign, "n_benign": len(self.benign or [])}
 
     def measure(self, model, tokenizer, progress: bool = False) -> tuple[dict, dict]:

@@ -4,14 +4,22 @@ The trainer owns what methods must not: optimizer (AdamW), LR schedule with warm
 accumulation, mixed precision and device placement (accelerate), seeding, freezing whatever
 `method.prepare` did not return, the frozen reference (`Reference`), logging of every loss part,
 progress bar, checkpoints (`save_pretrained` + safetensors, resumable), and a divergence guard:
-a non-finite loss or gradient norm stops training *before* the optimizer step, so the model
-keeps its last finite weights.
+non-finite logits, loss or gradient norm stop training *before* the optimizer step, so the model
+keeps the weights of the last complete step (the report says so; the CLI exits with status 4).
+
+Ctrl-C during training is taken at the end of the current step: a checkpoint of that step is saved
+in ``out_dir/checkpoints/step-N`` and KeyboardInterrupt is raised, so `unlearn run --resume` can
+continue exactly there. A second Ctrl-C stops at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +31,7 @@ from torch import nn
 from unlearnkit.checkpoint import load_trainer_state, save_checkpoint
 from unlearnkit.data.pairing import UnlearnData, batch_stream, batches_per_epoch
 from unlearnkit.data.batch import collate
+from unlearnkit.hooks import base_causal_lm
 from unlearnkit.methods.base import UnlearningMethod
 from unlearnkit.reference import Reference
 
@@ -108,6 +117,47 @@ def freeze_except(model: nn.Module, params: list[nn.Parameter]) -> list[str]:
     return names
 
 
+@contextlib.contextmanager
+def _logits_watch(model: nn.Module):
+    """Track whether every forward's logits were finite (one float32 sum per forward, no sync)."""
+    state: dict[str, torch.Tensor | None] = {"finite": None}
+
+    def hook(_module, _args, output):
+        logits = getattr(output, "logits", None)
+        if isinstance(logits, torch.Tensor):
+            finite = torch.isfinite(logits.detach().sum(dtype=torch.float32))
+            state["finite"] = finite if state["finite"] is None else state["finite"] & finite
+
+    handle = base_causal_lm(model).register_forward_hook(hook)
+    try:
+        yield state
+    finally:
+        handle.remove()
+
+
+@contextlib.contextmanager
+def _stop_after_step_on_interrupt():
+    """The first Ctrl-C asks the loop to stop after the current step; the second stops at once."""
+    state = {"requested": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(_signum, _frame):
+        if state["requested"]:
+            raise KeyboardInterrupt
+        state["requested"] = True
+        print("\ninterrupt: finishing this step and saving a checkpoint (Ctrl-C again to stop at once)",
+              file=sys.stderr, flush=True)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield state
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def train(model: nn.Module, method: UnlearningMethod, data: UnlearnData, cfg: TrainConfig, *,
           out_dir: str | Path | None = None, ref_batch_size: int = 32,
           on_step: Callable[[int, dict], None] | None = None) -> TrainResult:
@@ -167,9 +217,23 @@ def train(model: nn.Module, method: UnlearningMethod, data: UnlearnData, cfg: Tr
                disable=not (cfg.progress and accelerator.is_main_process), leave=False, dynamic_ncols=True)
     model.train()
     step = first_step
-    try:
+    with contextlib.ExitStack() as scope:
+        watch = scope.enter_context(_logits_watch(model))
+        interrupt = scope.enter_context(_stop_after_step_on_interrupt())
+        scope.callback(bar.close)
+        if log_file is not None:
+            scope.callback(log_file.close)
+
+        def save(at: int) -> Path:
+            path = Path(out_dir) / "checkpoints" / f"step-{at}"
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process and not (path / "trainer_state.json").is_file():
+                save_checkpoint(path, accelerator.unwrap_model(model), optimizer, scheduler, at, result.history)
+            return path
+
         while step < total:
             sums: dict[str, float] = {}
+            watch["finite"] = None
             # every forward/backward of the step accumulates locally; gradients are averaged across
             # ranks once at the end (what DDP would do), so a method's terms can be backpropagated
             # one at a time: each term's activations are freed before the next term's forward
@@ -185,6 +249,8 @@ def train(model: nn.Module, method: UnlearningMethod, data: UnlearnData, cfg: Tr
                             accelerator.backward(term.total / cfg.grad_accum)
                             for key, value in {"loss": term.total, **term.parts}.items():
                                 sums[key] = sums.get(key, 0.0) + float(value.detach()) / cfg.grad_accum
+                    if not result.stopped and watch["finite"] is not None and not bool(watch["finite"]):
+                        result.stopped = f"non-finite logits at step {step + 1}; kept the weights of step {step}"
                     if result.stopped:
                         break
             if _any_rank(bool(result.stopped), accelerator) and not result.stopped:
@@ -213,14 +279,13 @@ def train(model: nn.Module, method: UnlearningMethod, data: UnlearnData, cfg: Tr
             if on_step is not None:
                 on_step(step, record)
             if out_dir is not None and cfg.save_every and step % cfg.save_every == 0 and step < total:
-                accelerator.wait_for_everyone()
-                if accelerator.is_main_process:
-                    save_checkpoint(Path(out_dir) / "checkpoints" / f"step-{step}",
-                                    accelerator.unwrap_model(model), optimizer, scheduler, step, result.history)
-    finally:
-        bar.close()
-        if log_file is not None:
-            log_file.close()
+                save(step)
+            if _any_rank(interrupt["requested"], accelerator):
+                break
+        if _any_rank(interrupt["requested"], accelerator):  # Ctrl-C: keep this step, then stop the command
+            if out_dir is not None:
+                save(step)
+            raise KeyboardInterrupt
     result.model = accelerator.unwrap_model(model)
     result.model.eval()
     result.steps = step

@@ -60,7 +60,10 @@ def build_judge(judge: str | dict | Judge | None) -> Judge:
     if isinstance(judge, dict):
         options = dict(judge)
         if "name" not in options:
-            raise UnlearnError(f"judge settings {options} have no 'name'; valid names: {', '.join(JUDGES.names())}")
+            from unlearnkit.secrets import redact_config
+
+            raise UnlearnError(f"judge settings {redact_config(options)} have no 'name'; valid names:"
+                               f" {', '.join(JUDGES.names())}")
         return JUDGES.build(options.pop("name"), **options)
     return JUDGES.build(judge)
 
@@ -73,8 +76,10 @@ def judge_config(judge: Judge) -> dict:
     """The judge's scalar settings (model id, prompt_field, ...) for the record; lists such as phrases are left out."""
     if not is_dataclass(judge):
         return {}
+    from unlearnkit.secrets import redact_config
+
     values = {f.name: getattr(judge, f.name) for f in fields(judge)}
-    return {k: v for k, v in values.items() if v is None or isinstance(v, (str, int, float, bool))}
+    return redact_config({k: v for k, v in values.items() if v is None or isinstance(v, (str, int, float, bool))})
 
 
 def _format(fmt: Any):

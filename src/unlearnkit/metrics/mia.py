@@ -117,7 +117,8 @@ def auc(forget_scores: ArrayLike, holdout_scores: ArrayLike) -> float:
     """ROC AUC with the holdout (non-members) as the positive class: P(holdout > forget) + ½·P(tie).
 
     Equal to ``sklearn.metrics.roc_auc_score([0]*len(forget) + [1]*len(holdout), forget + holdout)``;
-    computed as the Mann–Whitney U statistic with mid-ranks for ties.
+    computed as the Mann–Whitney U statistic with mid-ranks for ties. NaN when a score is not finite
+    (a diverged model's losses or gradient norms overflow): the report shows it as non-finite.
     """
     from scipy.stats import rankdata
 
@@ -126,7 +127,7 @@ def auc(forget_scores: ArrayLike, holdout_scores: ArrayLike) -> float:
     if forget.size == 0 or holdout.size == 0:
         raise ValueError(f"auc needs scores for both sets; got {forget.size} forget and {holdout.size} holdout scores")
     if not (np.all(np.isfinite(forget)) and np.all(np.isfinite(holdout))):
-        raise ValueError("auc got a NaN or infinite score; check the per-sample scores (an empty answer?)")
+        return float("nan")
     ranks = rankdata(np.concatenate([forget, holdout]))  # average ranks for ties
     holdout_rank_sum = ranks[forget.size:].sum()
     u_statistic = holdout_rank_sum - holdout.size * (holdout.size + 1) / 2

@@ -11,7 +11,8 @@
 
 Both train through the one trainer (`unlearnkit.train`). The result lives in ``<cache>/world-v<version>-seed<seed>/`` and is
 rebuilt whenever the generator's `WORLD_VERSION` or this builder's `BUILD_VERSION` changes.
-Building writes into a temporary directory that is renamed into place only when complete.
+Building writes into a temporary directory that is renamed into place only when complete, under a file
+lock, so two processes that need the same world build it once.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from unlearnkit.cache import cache_lock, cache_root  # noqa: F401  (cache_root: re-exported)
 from unlearnkit.checkpoint import atomic_dir
 from unlearnkit.world.generator import WORLD_VERSION, World, WorldSpec, generate_world, training_rows, world_texts
 
@@ -37,14 +39,6 @@ SIZES = {  # world.size: the default world, and a small one for quick experiment
     "small": (WorldSpec(n_authors=6, facts_per_author=6, n_forget_authors=1, n_holdout_authors=1),
               {"hidden": 64, "layers": 2, "heads": 2, "epochs": 30, "target_epochs": 15}),
 }
-
-
-def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    """`cache_dir`, else $UNLEARNKIT_CACHE, else ~/.cache/unlearnkit."""
-    if cache_dir:
-        return Path(cache_dir).expanduser()
-    env = os.environ.get("UNLEARNKIT_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "unlearnkit"
 
 
 def world_spec(size: str = "default", seed: int = 0) -> tuple[WorldSpec, dict[str, Any]]:
@@ -159,13 +153,21 @@ def build_world(cache_dir: str | os.PathLike | None = None, seed: int = 0, progr
 
 def load_world(cache_dir: str | os.PathLike | None = None, seed: int = 0, size: str = "default") -> WorldArtifacts | None:
     """The cached world, or None when it is not built (or was built by another version)."""
+    from unlearnkit.manifest import record_read
+
     root = world_dir(cache_dir, seed, size)
     if not (root / "info.json").is_file():
         return None
+    record_read(root / "info.json")  # the build's identity in a run's manifest (its models are hashed apart)
     return WorldArtifacts(root, generate_world(world_spec(size, seed)[0]), json.loads((root / "info.json").read_text()))
 
 
 def ensure_world(cache_dir: str | os.PathLike | None = None, seed: int = 0, progress: bool = True,
                  log=print, size: str = "default") -> WorldArtifacts:
-    """Load the cached world, building it first when needed."""
-    return load_world(cache_dir, seed, size) or build_world(cache_dir, seed, progress, log, size)
+    """Load the cached world, building it first when needed (once: another process building the same
+    world is waited for, then its build is loaded)."""
+    world = load_world(cache_dir, seed, size)
+    if world is not None:
+        return world
+    with cache_lock(world_dir(cache_dir, seed, size).name, cache_dir):
+        return load_world(cache_dir, seed, size) or build_world(cache_dir, seed, progress, log, size)

@@ -23,6 +23,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from unlearnkit.cache import cache_lock
 from unlearnkit.checkpoint import atomic_dir
 
 VIEW_VERSION = "1"
@@ -62,11 +63,14 @@ def ensure_muse_view(art: Any, log=print) -> Path:
     directory = Path(art.root) / f"muse-v{VIEW_VERSION}"
     if (directory / "privleak" / "retain.json").is_file():
         return directory
-    log(f"writing the tiny world in MUSE's layout to {directory}")
-    files = muse_files(art.world)
-    with atomic_dir(directory) as tmp:
-        for name, rows in files.items():
-            path = Path(tmp) / f"{name}.json"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(rows, indent=1))
+    with cache_lock(f"{Path(art.root).name}-{directory.name}", Path(art.root).parent):
+        if (directory / "privleak" / "retain.json").is_file():  # another process wrote it meanwhile
+            return directory
+        log(f"writing the tiny world in MUSE's layout to {directory}")
+        files = muse_files(art.world)
+        with atomic_dir(directory) as tmp:
+            for name, rows in files.items():
+                path = Path(tmp) / f"{name}.json"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(rows, indent=1))
     return directory

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from unlearnkit.checkpoint import atomic_dir
-from unlearnkit.world.build import cache_root
+from unlearnkit.cache import cache_lock, cache_root
 from unlearnkit.world.generator import WorldSpec
 from unlearnkit.world.safety_data import (
     SAFETY_VERSION,
@@ -187,14 +187,21 @@ def build_safety_world(cache_dir: str | os.PathLike | None = None, seed: int = 0
 def load_safety_world(cache_dir: str | os.PathLike | None = None, seed: int = 0,
                       size: str = "default") -> SafetyArtifacts | None:
     """The cached safety world, or None when it is not built (or was built by another version)."""
+    from unlearnkit.manifest import record_read
+
     root = safety_dir(cache_dir, seed, size)
     if not (root / "info.json").is_file():
         return None
+    record_read(root / "info.json")  # the build's identity in a run's manifest
     return SafetyArtifacts(root, generate_safety_world(safety_spec(size, seed)[0]),
                            json.loads((root / "info.json").read_text()))
 
 
 def ensure_safety_world(cache_dir: str | os.PathLike | None = None, seed: int = 0, progress: bool = True,
                         log=print, size: str = "default") -> SafetyArtifacts:
-    """Load the cached safety world, building it first when needed."""
-    return load_safety_world(cache_dir, seed, size) or build_safety_world(cache_dir, seed, progress, log, size)
+    """Load the cached safety world, building it first when needed (once across processes, under a lock)."""
+    world = load_safety_world(cache_dir, seed, size)
+    if world is not None:
+        return world
+    with cache_lock(safety_dir(cache_dir, seed, size).name, cache_dir):
+        return load_safety_world(cache_dir, seed, size) or build_safety_world(cache_dir, seed, progress, log, size)
