@@ -205,9 +205,11 @@ def output_dir(final: str | os.PathLike, kind: str, *, resume: bool = False, res
             yield partial
         except BaseException as err:
             saved = checkpoints(partial) if partial.is_dir() else []
-            if not saved:
+            if not saved and not resume:  # a resumed run's folder is the user's to keep or discard
                 shutil.rmtree(partial, ignore_errors=True)
                 _remove_empty_parents(partial.parent, existing)
+                raise
+            if not saved:
                 raise
             what = "interrupted" if isinstance(err, KeyboardInterrupt) else "stopped by an error"
             message = (f"{what}; the checkpoints are kept in {partial} (last: {saved[-1].relative_to(partial)})"

@@ -139,31 +139,35 @@ def _evaluate(model, tokenizer, bench, recipe, fmt, retain_trs, safety, progress
     return result
 
 
-def _resume_settings(recipe: Recipe, method, partial: Path, resume: bool):
+def _check_resumable(recipe: Recipe, method) -> None:
+    """--resume continues one training run from a checkpoint; refuse what that cannot reproduce."""
+    from unlearnkit.methods.base import ModelEdit
+
+    why = ("it trains in several phases" if isinstance(method, ModelEdit) else
+           "it unlearns several requests (data.sequential)" if recipe.data.sequential else
+           "its checkpoint selection (eval.select) is not checkpointed" if recipe.eval.select.every > 0 else
+           "train.resume_from already names a checkpoint" if recipe.train.resume_from else None)
+    if why:
+        raise UnlearnError(f"--resume cannot continue this run: {why}; run it again without --resume"
+                           " (add --restart to discard the partial run)")
+
+
+def _resume_settings(recipe: Recipe, partial: Path, resume: bool):
     """The train settings, continuing from the partial run's last checkpoint with `resume`.
 
     A fresh run records its resolved recipe in the partial folder; a resumed one must match it."""
     import json
 
-    from unlearnkit.methods.base import ModelEdit
     from unlearnkit.outputs import checkpoints
     from unlearnkit.train import TrainConfig
 
     resolved = {k: v for k, v in recipe.resolved().items() if k != "output_dir"}
     saved_path = partial / "recipe.json"
-    if resume:
-        why = ("it trains in several phases" if isinstance(method, ModelEdit) else
-               "it unlearns several requests (data.sequential)" if recipe.data.sequential else
-               "its checkpoint selection (eval.select) is not checkpointed" if recipe.eval.select.every > 0 else
-               "train.resume_from already names a checkpoint" if recipe.train.resume_from else None)
-        if why:
-            raise UnlearnError(f"--resume cannot continue this run: {why}; run it again without --resume"
-                               " (add --restart to discard the partial run)")
-        saved = json.loads(saved_path.read_text()) if saved_path.is_file() else None
-        if saved is not None and saved != resolved:
-            field = _first_difference(saved, resolved)
-            raise UnlearnError(f"--resume: the interrupted run in {partial} used {field}; run the same command"
-                               " with --resume, or use --restart to discard it and start over")
+    if resume and saved_path.is_file():
+        saved = json.loads(saved_path.read_text())
+        if saved != resolved:
+            raise UnlearnError(f"--resume: the interrupted run in {partial} used {_first_difference(saved, resolved)};"
+                               " run the same command with --resume, or use --restart to discard it and start over")
     if recipe.train.resume_from:
         from unlearnkit.checkpoint import check_checkpoint
 
@@ -206,8 +210,10 @@ def run(recipe: Recipe, out_dir: str | os.PathLike | None = None, *, progress: b
     if recipe.model.lora is not None and not getattr(method, "supports_lora", True):
         raise UnlearnError(f"{method.registry_name} does not train LoRA adapters; remove model.lora from the recipe")
     fmt = get_format(recipe.data.format, recipe.data.system_prompt)
+    if resume:
+        _check_resumable(recipe, method)
     with output_dir(out, "run", resume=resume, restart=restart, command=command, log=log) as tmp:
-        cfg = _resume_settings(recipe, method, tmp, resume)
+        cfg = _resume_settings(recipe, tmp, resume)
         with recording_reads() as reads:
             report = _run_in(tmp, recipe, method, fmt, cfg, progress, log)
         from unlearnkit.manifest import build_manifest
