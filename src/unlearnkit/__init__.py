@@ -31,14 +31,16 @@ def load_recipe(name: str | None = None, overrides: Iterable[str] = ()):
 
 
 def run(recipe: Any = "default", overrides: Iterable[str] = (), out_dir: str | None = None,
-        progress: bool = True) -> dict:
+        progress: bool = True, resume: bool = False, restart: bool = False) -> dict:
     """Run a recipe end to end (evaluate → unlearn → evaluate → report); returns the report dict.
-    `recipe` is a name, a path, or a `Recipe`."""
+    `recipe` is a name, a path, or a `Recipe`. `resume` continues an interrupted run in out_dir.partial
+    from its last checkpoint; `restart` discards one (as `unlearn run --resume / --restart`)."""
     from unlearnkit.pipeline import run as _run
     from unlearnkit.recipe import Recipe
 
     loaded = recipe if isinstance(recipe, Recipe) else load_recipe(recipe, overrides)
-    return _run(loaded, out_dir, progress=progress, log=(print if progress else (lambda message: None)))
+    return _run(loaded, out_dir, progress=progress, log=(print if progress else (lambda message: None)),
+                resume=resume, restart=restart)
 
 
 def unlearn(model, tokenizer, forget: list[dict], retain: list[dict] | None = None, method: Any = "npo", *,

@@ -161,7 +161,7 @@ def _resume_settings(recipe: Recipe, partial: Path, resume: bool):
     from unlearnkit.outputs import checkpoints
     from unlearnkit.train import TrainConfig
 
-    resolved = {k: v for k, v in recipe.resolved().items() if k != "output_dir"}
+    resolved = json.loads(json.dumps({k: v for k, v in recipe.resolved().items() if k != "output_dir"}, default=str))
     saved_path = partial / "recipe.json"
     if resume and saved_path.is_file():
         saved = json.loads(saved_path.read_text())
