@@ -5,10 +5,15 @@
 (a GRUN result) gets its representation edits attached (`unlearnkit.edits`). The tokenizer gets a pad token distinct
 from EOS when it has none (a new `<pad>` token is *not* added, so the embedding size is kept: pad
 reuses EOS's id, which is safe because attention masks come from lengths, never from ids).
+
+A folder that cannot be loaded (no config.json, config.json not JSON, no weights, a truncated or corrupt
+safetensors file, weights that do not fit config.json, no tokenizer files) is one `UnlearnError` naming the
+folder or file and the fix; a local folder's files are checked before transformers reads them.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,12 +49,85 @@ def torch_dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
+                   "spiece.model", "sentencepiece.bpe.model")
+
+
+def _load_errors() -> tuple[type[BaseException], ...]:
+    """What transformers, safetensors and huggingface_hub raise for a folder or hub id they cannot load: bad or
+    missing files (OSError, ValueError incl. JSON errors), configs with wrong fields (TypeError, KeyError, the hub's
+    strict-dataclass errors, AssertionError), weights that do not fit the config or memory (RuntimeError)."""
+    from safetensors import SafetensorError
+
+    errors: list[type[BaseException]] = [OSError, ValueError, TypeError, KeyError, RuntimeError, AssertionError,
+                                         SafetensorError]
+    try:
+        from huggingface_hub.errors import StrictDataclassError
+
+        errors.append(StrictDataclassError)
+    except ImportError:  # older huggingface_hub
+        pass
+    return tuple(errors)
+
+
+def _is_load_error(err: BaseException) -> bool:
+    # the `tokenizers` library raises plain Exception for a malformed tokenizer.json
+    return isinstance(err, _load_errors()) or type(err) is Exception
+
+
+def _check_folder(name: str, what: str) -> None:
+    """A clear error for a local path that is missing, a file, or a folder without the files `what` needs."""
+    path = Path(name).expanduser()
+    looks_local = name.startswith((".", "/", "~")) or Path(name).is_absolute()
+    if not path.exists():
+        if looks_local:
+            raise UnlearnError(f"{what} folder {path} does not exist; give a folder written by save_pretrained"
+                               " or a hub id")
+        return  # a hub id
+    if not path.is_dir():
+        raise UnlearnError(f"{path} is a file; give the {what}'s folder (written by save_pretrained) or a hub id")
+    if what == "tokenizer":
+        if not any((path / f).is_file() for f in TOKENIZER_FILES):
+            raise UnlearnError(f"{path} has no tokenizer files ({', '.join(TOKENIZER_FILES[:2])}, ...); save the"
+                               " tokenizer into that folder, or set model.tokenizer to a folder or hub id that has one")
+        return
+    config = path / "config.json"
+    if not config.is_file():
+        raise UnlearnError(f"{path} has no config.json; give a folder written by save_pretrained (config.json,"
+                           " model.safetensors, tokenizer files)")
+    try:
+        parsed = json.loads(config.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UnlearnError(f"{config} is not valid JSON ({err}); save the model again or restore the file") from None
+    if not isinstance(parsed, dict):
+        raise UnlearnError(f"{config} must be a JSON object (the model's settings); save the model again")
+    weights = sorted(path.glob("*.safetensors"))
+    if not weights:
+        pickled = [p.name for p in path.glob("*.bin")] + [p.name for p in path.glob("*.pt")]
+        hint = (f"; it holds {pickled[0]}, which unlearnkit does not load (pickle): convert it with"
+                " save_pretrained(..., safe_serialization=True)" if pickled else "")
+        raise UnlearnError(f"{path} holds no model weights (model.safetensors){hint}")
+    from safetensors import SafetensorError, safe_open
+
+    for file in weights:
+        try:
+            with safe_open(str(file), framework="pt"):
+                pass
+        except (SafetensorError, OSError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UnlearnError(f"{file} is truncated or corrupt ({first}); save the model again or download it"
+                               " again") from None
+
+
 def load_tokenizer(name_or_path: str, *, revision: str | None = None, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
+    _check_folder(name_or_path, "tokenizer")
     try:
         tok = AutoTokenizer.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as err:
+    except Exception as err:
+        if not _is_load_error(err):
+            raise
         raise UnlearnError(load_hint(name_or_path, "tokenizer", err)) from None
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
@@ -64,21 +142,32 @@ def load_model(name_or_path: str, *, dtype: str = "float32", revision: str | Non
                               "trust_remote_code": trust_remote_code, "use_safetensors": True}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
+    _check_folder(name_or_path, "model")
     try:
         model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
-    except (OSError, ValueError) as err:
+    except _load_errors() as err:
         raise UnlearnError(load_hint(name_or_path, "model", err)) from None
     if Path(name_or_path).is_dir():
-        from unlearnkit.edits import load_edits
+        from unlearnkit.edits import EDITS_CONFIG, EDITS_FILE, load_edits
 
-        load_edits(model, name_or_path)  # a GRUN model: its gated edits, saved beside the weights
+        try:
+            load_edits(model, name_or_path)  # a GRUN model: its gated edits, saved beside the weights
+        except (*_load_errors(), AttributeError, IndexError) as err:  # a damaged or foreign edit file
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UnlearnError(f"{name_or_path}: the GRUN edits ({EDITS_CONFIG}, {EDITS_FILE}) cannot be loaded"
+                               f" ({type(err).__name__}: {first[:200]}); save the model again, or remove both files"
+                               " to load the model without its edits") from None
     return model
 
 
-def load_hint(name: str, what: str, err: Exception) -> str:
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+def load_hint(name: str, what: str, err: BaseException) -> str:
+    text = " ".join(line.strip() for line in str(err).strip().splitlines() if line.strip())
+    if "ignore_mismatched_sizes" in text or "size mismatch" in text:
+        text = "its weights do not match the shapes in config.json"
+    first = (text[:300] + ("..." if len(text) > 300 else "")) or type(err).__name__
     if Path(name).exists():
-        return f"could not load the {what} from {name}: {first}"
+        return (f"could not load the {what} from {name}: {first}; check that the folder was written by"
+                " save_pretrained (config.json, model.safetensors, tokenizer files)")
     return (f"could not load the {what} '{name}': not a local directory, and the Hugging Face hub"
             f" could not provide it ({first}); check the id, log in for gated models, or give a local path")
 

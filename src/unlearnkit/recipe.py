@@ -9,22 +9,36 @@ that name the field, suggest the near miss and list what is valid.
     method:  {name: npo, beta: 0.1}
     train:   {epochs: 5, lr: 1.0e-3, batch_size: 8}
     eval:    {max_new_tokens: 48}
+
+Every number has its valid range in the schema (lr > 0, batch sizes >= 1, probabilities in [0, 1], ...;
+the types come from `unlearnkit.registry`), and options that contradict each other are refused
+(`unlearnkit.recipe_checks`): a recipe that validates does not fail later for a setting it holds.
 """
 
 from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from unlearnkit.errors import UnlearnError
-from unlearnkit.registry import METHODS, did_you_mean
+from unlearnkit.registry import (METHODS, Finite, Fraction, NonNegative, NonNegativeInt, Positive, PositiveInt, Seed,
+                                 did_you_mean, field_problem, show_value)
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"  # recipes/ at the repository root links here
 COMPARE_DIR = "compare"  # recipes/compare/: compare recipes (unlearnkit.compare), listed apart
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_not_blank)]  # a name, path or id: not empty or only spaces
 
 
 class _Section(BaseModel):
@@ -32,37 +46,37 @@ class _Section(BaseModel):
 
 
 class LoraSection(_Section):
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.0
-    target_modules: list[str] | str = "all-linear"
+    r: PositiveInt = 8
+    alpha: PositiveInt = 16
+    dropout: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.0
+    target_modules: Annotated[list[Text], Field(min_length=1)] | Text = "all-linear"
 
 
 class ModelSection(_Section):
-    name: str = "world:target"  # "world:target" (the bundled tiny world) or a hub id / local dir
-    tokenizer: str | None = None  # defaults to `name`
+    name: Text = "world:target"  # "world:target" (the bundled tiny world) or a hub id / local dir
+    tokenizer: Text | None = None  # defaults to `name`
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    revision: str | None = None
+    revision: Text | None = None
     trust_remote_code: bool = False
-    attn_implementation: str | None = None
+    attn_implementation: Text | None = None
     lora: LoraSection | None = None
 
 
 class DataSection(_Section):
     benchmark: Literal["world", "tofu", "safety", "muse"] = "world"  # safety: the tiny aligned chat world
-    forget_split: str = "forget"  # world, muse: forget; tofu: forget01 | forget05 | forget10
-    data_dir: str | None = None  # tofu / muse: local folder with the benchmark's files (else the hub)
+    forget_split: Text = "forget"  # world, muse: forget; tofu: forget01 | forget05 | forget10
+    data_dir: Text | None = None  # tofu / muse: local folder with the benchmark's files (else the hub)
     muse_corpus: Literal["news", "books"] = "news"  # muse: muse-bench/MUSE-News or MUSE-Books
-    format: str = "openunlearning"  # openunlearning | chat | llama2_chat
+    format: Text = "openunlearning"  # openunlearning | chat | llama2_chat
     system_prompt: str = ""
-    max_length: int = 512
-    idk_file: str | None = None  # one "I don't know" answer per line (TOFU's idontknow.jsonl)
-    generic_file: str | None = None  # generic texts for dpo_generic_preferred (default: the retain rows as text)
-    sequential: list[str] = Field(default_factory=list)  # forget requests unlearned one after the other
+    max_length: PositiveInt = 512  # tokens per example (prompt + answer)
+    idk_file: Text | None = None  # one "I don't know" answer per line (TOFU's idontknow.jsonl)
+    generic_file: Text | None = None  # generic texts for dpo_generic_preferred (default: the retain rows as text)
+    sequential: list[Text] = Field(default_factory=list)  # forget requests unlearned one after the other
     # where the forget set comes from: the benchmark's forget split; the model's own refusals on harmful
     # prompts (the attack paper's Scenario I); or a file of requests ({"text": ...} or {question, answer})
     forget_source: Literal["split", "refusals", "file"] = "split"
-    forget_file: str | None = None
+    forget_file: Text | None = None
     text_format: bool | None = None  # true: every method trains on bare text (Scenario I); null: the method's own
 
 
@@ -70,11 +84,11 @@ class DecodingSection(_Section):
     """How responses to harmful / benign prompts are generated (recorded in the report)."""
 
     do_sample: bool = False  # greedy by default; the seed used the model's sampling config (pitfall 7)
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    max_new_tokens: int = 64
-    seed: int = 0
+    temperature: Positive = 1.0
+    top_p: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 1.0
+    top_k: NonNegativeInt = 0  # 0: off
+    max_new_tokens: PositiveInt = 64
+    seed: Seed = 0
     from_model: bool = False  # take do_sample/temperature/top_p/top_k from the model's generation_config
 
 
@@ -83,17 +97,17 @@ class SafetySection(_Section):
 
     evaluate: bool | None = None  # null: on for data.benchmark=safety and whenever the guard is on
     judge: dict[str, Any] = Field(default_factory=lambda: {"name": "keyword"})  # a JUDGES component
-    probe: str = "world"  # harmful prompts: world (the safety world's held-out ones) | advbench | hexphi | ...
-    probe_path: str | None = None  # local file/folder for the probe source
-    probe_limit: int | None = None
-    benign: str = "world"  # benign prompts for utility: world | truthfulqa | none
-    benign_path: str | None = None
-    benign_limit: int | None = None
-    harvest: str = "world"  # harmful prompts whose refusals become the forget set (forget_source=refusals)
-    harvest_path: str | None = None
-    harvest_limit: int | None = None
+    probe: Text = "world"  # harmful prompts: world (the safety world's held-out ones) | advbench | hexphi | ...
+    probe_path: Text | None = None  # local file/folder for the probe source
+    probe_limit: PositiveInt | None = None
+    benign: Text = "world"  # benign prompts for utility: world | truthfulqa | none
+    benign_path: Text | None = None
+    benign_limit: PositiveInt | None = None
+    harvest: Text = "world"  # harmful prompts whose refusals become the forget set (forget_source=refusals)
+    harvest_path: Text | None = None
+    harvest_limit: PositiveInt | None = None
     decoding: DecodingSection = Field(default_factory=DecodingSection)
-    batch_size: int = 32
+    batch_size: PositiveInt = 32
 
 
 class GuardSection(_Section):
@@ -101,33 +115,33 @@ class GuardSection(_Section):
 
     enabled: bool = False
     screen_requests: bool = True  # run the request inspector on the forget set before unlearning
-    inspector: str | None = None  # a saved inspector dir; null: the built-in one (trained once, cached)
-    max_flagged_fraction: float = 0.1  # reject before unlearning when more requests than this are flagged
-    max_harmful_increase: float = 0.05  # reject after unlearning when the probe harmful rate rises more
+    inspector: Text | None = None  # a saved inspector dir; null: the built-in one (trained once, cached)
+    max_flagged_fraction: Fraction = 0.1  # reject before unlearning when more requests than this are flagged
+    max_harmful_increase: Fraction = 0.05  # reject after unlearning when the probe harmful rate rises more
 
 
 class TrainSection(_Section):
-    steps: int | None = None
-    epochs: float = 5.0
-    lr: float = 1e-5
-    batch_size: int = 8
-    grad_accum: int = 1
-    warmup_steps: int = 0
+    steps: PositiveInt | None = None  # optimizer steps; null: epochs decide
+    epochs: Positive = 5.0  # passes over the forget set (fractions allowed)
+    lr: Positive = 1e-5
+    batch_size: PositiveInt = 8
+    grad_accum: PositiveInt = 1
+    warmup_steps: NonNegativeInt = 0
     scheduler: Literal["constant", "linear", "cosine"] = "constant"
-    weight_decay: float = 0.0
-    max_grad_norm: float | None = 1.0
+    weight_decay: NonNegative = 0.0
+    max_grad_norm: Positive | None = 1.0  # null: no clipping
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    log_every: int = 1
-    save_every: int = 0
-    resume_from: str | None = None
+    log_every: PositiveInt = 1
+    save_every: NonNegativeInt = 0  # 0: no intermediate checkpoints
+    resume_from: Text | None = None
 
 
 class EvalSection(_Section):
     before: bool = True  # evaluate the starting model too (cached for the tiny world)
-    batch_size: int = 32
-    max_new_tokens: int = 200
-    retain_model: str | None = None  # tofu: the retain model (hub id or dir) for forget quality
-    retain_logs: str | None = None  # or a report/eval JSON holding its forget truth ratios
+    batch_size: PositiveInt = 32
+    max_new_tokens: PositiveInt = 200
+    retain_model: Text | None = None  # tofu: the retain model (hub id or dir) for forget quality
+    retain_logs: Text | None = None  # or a report/eval JSON holding its forget truth ratios
     privacy: bool | None = None  # MIA suite, privleak, memorization; null: on when the benchmark has a holdout
     select: "SelectSection" = Field(default_factory=lambda: SelectSection())
 
@@ -135,19 +149,19 @@ class EvalSection(_Section):
 class SelectSection(_Section):
     """Evaluation during training and checkpoint selection (`unlearnkit.selection`)."""
 
-    every: int = 0  # score every N optimizer steps (0: off, the last step is kept)
+    every: NonNegativeInt = 0  # score every N optimizer steps (0: off, the last step is kept)
     metrics: Literal["cheap", "full"] = "cheap"  # cheap: forget/retain prob, teacher-forced; full: the whole suite
     rule: Literal["best", "first_at_or_below"] = "best"
-    metric: str = "forget_prob"
+    metric: Text = "forget_prob"
     mode: Literal["min", "max"] = "min"
-    min_retain_ratio: float | None = 0.9  # best: keep retain_prob >= ratio x its value before training
-    target: float | None = None  # first_at_or_below: e.g. the retain model's forget_prob (MUSE's rule)
-    constraint_metric: str = "retain_prob"  # what min_retain_ratio applies to (model_utility needs metrics: full)
+    min_retain_ratio: Fraction | None = 0.9  # best: keep retain_prob >= ratio x its value before training
+    target: Finite | None = None  # first_at_or_below: e.g. the retain model's forget_prob (MUSE's rule)
+    constraint_metric: Text = "retain_prob"  # what min_retain_ratio applies to (model_utility needs metrics: full)
 
 
 class WorldSection(_Section):
-    cache_dir: str | None = None  # default: $UNLEARNKIT_CACHE or ~/.cache/unlearnkit
-    seed: int = 0
+    cache_dir: Text | None = None  # default: $UNLEARNKIT_CACHE or ~/.cache/unlearnkit
+    seed: Seed = 0
     size: Literal["default", "small"] = "default"  # small: 6 authors, 2-layer model, builds in seconds
 
 
@@ -157,7 +171,7 @@ class RelearnSection(_Section):
     enabled: bool | None = None  # null: on for the tiny world (data.benchmark=world), off elsewhere
     n_samples: int = Field(10, ge=1)  # forget rows the attacker fine-tunes on (seeded choice)
     steps: int = Field(10, ge=1)
-    lr: float = 3.0e-4  # chosen for the tiny world (docs/robustness.md); raise it for a stronger attack
+    lr: Positive = 3.0e-4  # chosen for the tiny world (docs/robustness.md); raise it for a stronger attack
     batch_size: int = Field(4, ge=1)
     train_edits: bool = True  # GRUN: the attacker fine-tunes the edits too (false: base weights only)
 
@@ -174,7 +188,7 @@ class QuantizeSection(_Section):
     def _known_bits(cls, bits: list[int]) -> list[int]:
         bad = [b for b in bits if not 2 <= b <= 8]
         if bad:
-            raise ValueError(f"bits must be between 2 and 8, e.g. [8, 4] (got {bad})")
+            raise ValueError(f"must hold bit widths between 2 and 8, such as [8, 4] (not {bad})")
         return list(dict.fromkeys(bits))
 
 
@@ -196,8 +210,8 @@ class Recipe(_Section):
     safety: SafetySection = Field(default_factory=SafetySection)
     guard: GuardSection = Field(default_factory=GuardSection)
     attacks: AttacksSection = Field(default_factory=AttacksSection)
-    seed: int = 0
-    output_dir: str = "runs/default"
+    seed: Seed = 0
+    output_dir: Text = "runs/default"
     description: str = ""
 
     def method_fields(self) -> dict[str, Any]:
@@ -248,7 +262,11 @@ def list_recipes(compare: bool = False) -> list[str]:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise UnlearnError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); re-save the file as UTF-8") from None
+    except OSError as err:
+        raise UnlearnError(f"{path}: cannot read the recipe ({err.strerror or err}); check the path and its permissions") from None
     except yaml.YAMLError as err:
         raise UnlearnError(f"{path}: not valid YAML ({str(err).splitlines()[0]}); fix the file") from None
     if not isinstance(data, dict):
@@ -290,23 +308,46 @@ def apply_override(data: dict[str, Any], override: str) -> None:
     node[keys[-1]] = value
 
 
+def _section_model(field: Any) -> type[BaseModel] | None:
+    """The section class a field holds (LoraSection for `lora: LoraSection | None`), or None."""
+    annotation = getattr(field, "annotation", None)
+    return next((a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type)
+                 and issubclass(a, BaseModel)), None)
+
+
 def _friendly(err: ValidationError, source: str) -> UnlearnError:
+    """The first validation error as one line: the field, what is wrong, what it got, and an example."""
     first = err.errors()[0]
-    loc = [str(p) for p in first["loc"]]
-    where = ".".join(loc)
+    loc = [str(p) if not isinstance(p, int) else p for p in first["loc"]]
     if first["type"] == "extra_forbidden":
+        where = ".".join(str(p) for p in loc)
         section_model: Any = Recipe
         for part in loc[:-1]:
-            field = section_model.model_fields.get(part)
-            ann = getattr(field, "annotation", None)
-            section_model = next((a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type)
-                                  and issubclass(a, BaseModel)), None)
+            section_model = _section_model(section_model.model_fields.get(part))
             if section_model is None:
                 break
         valid = list(section_model.model_fields) if section_model is not None else []
-        return UnlearnError(f"{source}: unknown field '{where}';{did_you_mean(loc[-1], valid)}"
+        return UnlearnError(f"{source}: unknown field '{where}';{did_you_mean(str(loc[-1]), valid)}"
                             f" valid fields here: {', '.join(valid)}")
-    return UnlearnError(f"{source}: field '{where}' {first['msg'].lower()} (got {first.get('input')!r})")
+    # walk the schema along loc: sections, then the field; list indices are kept, union branch tags dropped
+    model: Any = Recipe
+    names: list[str] = []
+    field = None
+    where = ""
+    for part in loc:
+        if isinstance(part, int):
+            where += f"[{part}]"
+        elif model is not None and part in model.model_fields:
+            field = model.model_fields[part]
+            names.append(part)
+            where += ("." if where else "") + part
+            model = _section_model(field)
+    if model is not None and first["type"] in ("value_error", "assertion_error"):
+        return UnlearnError(f"{source}: {field_problem(first)}")  # a check over a whole section
+    example = ""
+    if field is not None and model is None:
+        example = f"; e.g. {'.'.join(names)}={show_value(field.get_default(call_default_factory=True))}"
+    return UnlearnError(f"{source}: field '{where}' {field_problem(first)} (got {first.get('input')!r}){example}")
 
 
 def load_recipe(name: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
@@ -317,6 +358,8 @@ def load_recipe(name: str | None = None, overrides: list[str] | tuple[str, ...] 
         raise UnlearnError(f"{path} is a compare recipe (a base recipe and a list of methods), not a run recipe;"
                            f" run it with `unlearn compare {name or path}`")
     if "base" in data:
+        if not isinstance(data["base"], str) or not data["base"].strip():
+            raise UnlearnError(f"{path}: 'base:' must be the path of another recipe file (got {data['base']!r})")
         base_path = (path.parent / data.pop("base")).resolve()
         if not base_path.is_file():
             raise UnlearnError(f"{path}: base recipe {base_path} does not exist")
@@ -336,8 +379,11 @@ def validate_recipe(data: dict[str, Any], source: str = "recipe") -> Recipe:
         raise _friendly(err, source) from None
     if not isinstance(recipe.method, dict):
         raise UnlearnError(f"{source}: method must be a mapping like {{name: npo, beta: 0.1}}")
+    from unlearnkit.recipe_checks import check_recipe
+
     try:
         method = recipe.build_method()
+        check_recipe(recipe, method)  # options that contradict each other
     except UnlearnError as err:
         raise UnlearnError(f"{source}: {err}") from None
     # keep the validated (type-coerced) values, so `show` and report.json record 1e-4 as a number

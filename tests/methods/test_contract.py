@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import typing
 
 import pytest
 import torch
@@ -117,7 +118,8 @@ def test_near_miss_method_name_suggests_the_right_name():
 
 
 def float_fields(name: str) -> list[str]:
-    return [f.name for f in dataclasses.fields(METHODS.get(name)) if f.type in (float, "float")]
+    hints = typing.get_type_hints(METHODS.get(name))  # Positive, Fraction, ... are Annotated floats
+    return [f.name for f in dataclasses.fields(METHODS.get(name)) if hints[f.name] is float]
 
 
 @pytest.mark.parametrize("name", [n for n in ALL_NAMES if float_fields(n)])

@@ -205,10 +205,12 @@ def read_texts(path: str | Path, what: str = "texts") -> list[str]:
     """Texts from a .txt (one per line), a .jsonl (one object per line) or a .json list. An object gives
     ``text``, else ``request``, else ``question`` + ``answer`` joined by a newline. Bad input raises
     `UnlearnError` naming the file and line."""
+    from unlearnkit.data.files import read_text
+
     path = Path(path)
     if not path.is_file():
         raise UnlearnError(f"{what} file '{path}' does not exist; give a .jsonl, .json or .txt file")
-    raw = path.read_text(encoding="utf-8", errors="replace")
+    raw = read_text(path, f"{what} file")
     if path.suffix == ".txt":
         texts = [line.strip() for line in raw.splitlines() if line.strip()]
     elif path.suffix == ".json":
@@ -236,15 +238,22 @@ def read_texts(path: str | Path, what: str = "texts") -> list[str]:
     return texts
 
 
+def _non_empty(text: str, path: Path, number: int) -> str:
+    if not text.strip():
+        raise UnlearnError(f"{path} line {number}: the text is empty; fix or remove that row")
+    return text
+
+
 def _record_text(row: Any, path: Path, number: int) -> str:
     if isinstance(row, str):
-        return row
+        return _non_empty(row, path, number)
     if isinstance(row, dict):
         for key in ("text", "request"):
             if isinstance(row.get(key), str):
-                return row[key]
+                return _non_empty(row[key], path, number)
         if isinstance(row.get("question"), str) and isinstance(row.get("answer"), str):
-            return f"{row['question']}\n{row['answer']}"
+            _non_empty(row["question"], path, number)
+            return f"{row['question']}\n{_non_empty(row['answer'], path, number)}"
     keys = ", ".join(row) if isinstance(row, dict) else type(row).__name__
     raise UnlearnError(f"{path} line {number}: no 'text', 'request' or 'question'+'answer' string (found: {keys})")
 

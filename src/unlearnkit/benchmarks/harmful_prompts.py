@@ -15,12 +15,14 @@ Rows are ``{prompt, category, source}``; benign rows add ``answer``.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from unlearnkit.data.files import parse_rows, read_text
 from unlearnkit.errors import UnlearnError
 from unlearnkit.registry import did_you_mean
 from unlearnkit.world.safety_data import SPLITS as SAFETY_SPLITS
@@ -69,9 +71,29 @@ def _hub(source: str, *args: str | None, split: str, revision: str | None) -> li
                            f" download it and pass a local path instead") from err
 
 
+def _csv_records(path: Path, reader: Callable = csv.reader) -> list:
+    """Records of a local CSV file (a BOM is dropped: TruthfulQA v1 starts with one); errors name the file."""
+    text = read_text(path, "prompt file", encoding="utf-8-sig")
+    try:
+        return list(reader(io.StringIO(text, newline="")))
+    except csv.Error as err:
+        raise UnlearnError(f"{path}: not a readable CSV file ({err}); fix the file or point at another") from None
+
+
 def _read_csv(path: Path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8-sig") as handle:  # TruthfulQA v1 starts with a BOM
-        return list(csv.DictReader(handle))
+    return _csv_records(path, csv.DictReader)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(read_text(path, "prompt file"))
+    except json.JSONDecodeError as err:
+        raise UnlearnError(f"{path}:{err.lineno}: not valid JSON ({err.msg}); fix the file or point at another") from None
+
+
+def _text(row: dict, key: str) -> str:
+    value = row.get(key)
+    return value if isinstance(value, str) else ""  # a short CSV row has None for its missing columns
 
 
 def _column(rows: list[dict], names: Sequence[str], where: str) -> str:
@@ -93,7 +115,15 @@ def load_advbench(path: str | Path | None = None, revision: str | None = None) -
         file = _local(path, "advbench", "harmful_behaviors.csv")
         rows = _read_csv(file)
     key = _column(rows, ("prompt", "goal"), f"advbench {path or HUB_IDS['advbench']}")
-    return [_row(r[key], "advbench") for r in rows if r[key].strip()]
+    return [_row(_text(r, key), "advbench") for r in rows if _text(r, key).strip()]
+
+
+def _is_int(value: Any) -> bool:
+    try:
+        int(value)
+    except (TypeError, ValueError):
+        return False
+    return not isinstance(value, bool)
 
 
 def _hex_phi_number(file: Path) -> int | None:
@@ -103,8 +133,7 @@ def _hex_phi_number(file: Path) -> int | None:
 
 def _hex_phi_file_rows(file: Path, number: int) -> list[dict]:
     category = HEX_PHI_CATEGORIES.get(number, f"category_{number}")
-    with open(file, newline="", encoding="utf-8-sig") as handle:
-        lines = [row[0] for row in csv.reader(handle) if row and row[0].strip()]
+    lines = [row[0] for row in _csv_records(file) if row and row[0].strip()]
     if lines and lines[0].strip().lower() in ("prompt", "text", "instruction", "question"):
         lines = lines[1:]  # a header row, in copies re-saved with one
     return [_row(text, "hex_phi", category, category_id=number) for text in lines]
@@ -126,8 +155,10 @@ def load_hex_phi(path: str | Path | None = None, revision: str | None = None) ->
                                " holding category_1.csv ... category_11.csv") from err
     resolved = _local(path, "hex_phi")
     if resolved.is_file():
-        items = json.loads(resolved.read_text(encoding="utf-8"))
-        if not isinstance(items, list) or not all(isinstance(i, dict) and {"category", "text"} <= set(i) for i in items):
+        items = _read_json(resolved)
+        if not isinstance(items, list) or not all(isinstance(i, dict) and {"category", "text"} <= set(i)
+                                                  and isinstance(i["text"], str) and _is_int(i["category"])
+                                                  for i in items):
             raise UnlearnError(f"hex_phi: {resolved} is not a JSON list of {{category, text}} items (USA's HEx-PHI.json);"
                                " pass that file or the folder of category_N.csv files")
         return [_row(item["text"], "hex_phi", HEX_PHI_CATEGORIES.get(int(item["category"]), str(item["category"])),
@@ -150,9 +181,14 @@ def load_llm_lat(path: str | Path | None = None, revision: str | None = None) ->
             raise UnlearnError(f"llm_lat: cannot read {file}; give a .parquet, .json, .jsonl or .csv file")
         import datasets
 
-        rows = datasets.load_dataset(builder, data_files=str(file), split="train").to_list()
+        try:
+            rows = datasets.load_dataset(builder, data_files=str(file), split="train").to_list()
+        except Exception as err:  # the json / csv / parquet builder could not read the user's file
+            reason = (str(err).strip().splitlines() or [""])[0][:200]
+            raise UnlearnError(f"llm_lat: cannot read {file} as {builder} ({type(err).__name__}: {reason});"
+                               " fix the file or point at another") from None
     key = _column(rows, ("prompt",), f"llm_lat {path or HUB_IDS['llm_lat']}")
-    return [_row(r[key], "llm_lat") for r in rows if r[key].strip()]
+    return [_row(_text(r, key), "llm_lat") for r in rows if _text(r, key).strip()]
 
 
 def _unique(rows: list[dict]) -> list[dict]:
@@ -177,12 +213,14 @@ def load_pku_saferlhf(path: str | Path | None = None, revision: str | None = Non
                 raise UnlearnError(f"pku_saferlhf: folder {file} holds {len(candidates)} .json/.jsonl files;"
                                    " pass the file itself")
             file = candidates[0]
-        text = file.read_text(encoding="utf-8")
-        items = json.loads(text) if file.suffix == ".json" else [json.loads(line) for line in text.splitlines() if line.strip()]
+        items = _read_json(file) if file.suffix == ".json" else parse_rows(file)[0]
     rows = []
-    for item in items:
+    for item in items if isinstance(items, list) else [items]:
+        if not isinstance(item, dict) or not isinstance(item.get("prompt"), str):
+            raise UnlearnError(f"pku_saferlhf {path or HUB_IDS['pku_saferlhf']}: every row needs a 'prompt' string"
+                               f" (got {item!r:.80})")
         if "is_response_0_safe" in item:
-            unsafe = not (item["is_response_0_safe"] and item["is_response_1_safe"])
+            unsafe = not (item["is_response_0_safe"] and item.get("is_response_1_safe", True))
         elif "response" in item:
             unsafe = True  # the derived subset keeps only pairs with one unsafe response (response[1])
         else:
@@ -201,7 +239,8 @@ def load_truthfulqa(path: str | Path | None = None, revision: str | None = None)
         return [_row(r["question"], "truthfulqa", r.get("category"), answer=r["best_answer"]) for r in items]
     rows = _read_csv(_local(path, "truthfulqa", "TruthfulQA.csv"))
     _column(rows, ("Question",), f"truthfulqa {path}")
-    return [_row(r["Question"], "truthfulqa", r.get("Category"), answer=r.get("Best Answer", "")) for r in rows]
+    return [_row(_text(r, "Question"), "truthfulqa", r.get("Category"), answer=_text(r, "Best Answer"))
+            for r in rows if _text(r, "Question").strip()]
 
 
 def safety_world_prompts(split: str, size: str = "default", seed: int = 0) -> list[dict]:

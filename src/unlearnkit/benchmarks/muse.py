@@ -28,7 +28,7 @@ import numpy as np
 
 from unlearnkit.benchmarks.passes import generate_greedy
 from unlearnkit.data.formats import TagFormat
-from unlearnkit.data.tofu import parse_rows
+from unlearnkit.data.files import parse_rows
 from unlearnkit.errors import UnlearnError
 from unlearnkit.metrics.text import rouge_scores
 
@@ -79,17 +79,29 @@ class MuseResult:
 
 
 def _check(rows: list, config: str, where: str, lines: Sequence[int | None] | None = None) -> list:
+    """Rows of one MUSE split, checked: texts (privleak, raw) or string fields (verbmem, knowmem), none empty.
+
+    An empty text or field is refused naming the row, except in the hub's raw corpus, whose texts are only
+    joined into one stream (`data.texts.pretraining_chunks`): an empty one there adds nothing and is dropped."""
+    def at(i: int) -> str:
+        return f"{where}:{lines[i]}" if lines and lines[i] else f"{where} item {i}"
+
+    if not isinstance(rows, list):
+        raise UnlearnError(f"{where}: a MUSE {config} file is a JSON list (or JSON Lines), got a {type(rows).__name__}")
     if config in ("privleak", "raw"):
         texts = [row if isinstance(row, str) else row.get("text") if isinstance(row, Mapping) else None for row in rows]
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise UnlearnError(f"{where} item {i}: a MUSE {config} item is a string or {{'text': str}}, got {rows[i]!r:.80}")
-        return texts
+            if not text.strip() and not (config == "raw" and lines is None):
+                raise UnlearnError(f"{at(i)}: an empty MUSE {config} text; fix or remove it")
+        return [text for text in texts if text.strip()]
     need = _KEYS[config]
     for i, row in enumerate(rows):
         if not isinstance(row, Mapping) or any(not isinstance(row.get(k), str) for k in need):
-            at = f"{where}:{lines[i]}" if lines and lines[i] else f"{where} item {i}"
-            raise UnlearnError(f"{at}: a MUSE {config} row needs string fields {', '.join(need)}, got {row!r:.100}")
+            raise UnlearnError(f"{at(i)}: a MUSE {config} row needs string fields {', '.join(need)}, got {row!r:.100}")
+        if blank := [k for k in need if not row[k].strip()]:
+            raise UnlearnError(f"{at(i)}: a MUSE {config} row with an empty {blank[0]}; fix or remove the row")
     return [{k: row[k] for k in need} for row in rows]
 
 
@@ -170,16 +182,16 @@ def load_muse_raw(corpus: str = "news", data_dir: str | Path | None = None, spli
             raise UnlearnError(f"unknown MUSE raw split {split!r}; valid: {', '.join(RAW_SPLITS)}")
         if data_dir is None:
             hub = hub_id or MUSE_HUB_IDS[corpus]
-            rows, where = _hub_rows(hub, "raw", split, revision), f"{hub}/raw/{split}"
+            rows, lines, where = _hub_rows(hub, "raw", split, revision), None, f"{hub}/raw/{split}"
         else:
             path = _local_file(Path(data_dir).expanduser(), "raw", split)
             if path is None:
                 raise UnlearnError(f"MUSE training texts {Path(data_dir) / 'raw' / (split + '.json')} not found (nor "
                                    ".jsonl); data_dir must hold raw/forget.json and raw/retain1.json (strings or "
                                    "{\"text\": ...} rows)")
-            rows, _ = parse_rows(path)
+            rows, lines = parse_rows(path)
             where = str(path)
-        texts = _check(rows, "raw", where)
+        texts = _check(rows, "raw", where, lines)
         if not texts:
             raise UnlearnError(f"{where} holds no texts")
         out[split] = texts

@@ -32,6 +32,7 @@ hub or from the same local files.
 from __future__ import annotations
 
 import csv
+import io
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -41,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from unlearnkit.data.batch import IGNORE_INDEX, Example
-from unlearnkit.data.tofu import parse_rows
+from unlearnkit.data.files import parse_rows, read_text
 from unlearnkit.errors import UnlearnError
 
 WMDP_HUB_ID = "cais/wmdp"
@@ -75,6 +76,11 @@ def _check_row(row: Any, where: str) -> dict:
     return out
 
 
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and limit < 1:
+        raise UnlearnError(f"limit={limit}: must be a positive number of items per subset (--limit N), or unset for all")
+
+
 def _read_json_rows(path: Path, limit: int | None) -> list[dict]:
     rows, lines = parse_rows(path)
     rows = rows[:limit] if limit is not None else rows
@@ -83,8 +89,10 @@ def _read_json_rows(path: Path, limit: int | None) -> list[dict]:
 
 def _read_mmlu_csv(path: Path, limit: int | None) -> list[dict]:
     """Hendrycks' original layout: header-less CSV rows ``question, A, B, C, D, answer-letter``."""
-    with path.open(newline="", encoding="utf-8") as handle:
-        records = list(csv.reader(handle))
+    try:
+        records = list(csv.reader(io.StringIO(read_text(path, "MMLU file"), newline="")))
+    except csv.Error as err:
+        raise UnlearnError(f"{path}: not a readable CSV file ({err}); expected rows question, A, B, C, D, answer") from None
     rows = []
     for n, record in enumerate(records[:limit] if limit is not None else records, start=1):
         if len(record) != 6:
@@ -117,6 +125,7 @@ def load_wmdp(
     or ``<subset>.json`` / ``.jsonl`` (JSON array or JSON Lines). Without it: hub ``cais/wmdp``, config
     ``wmdp-<subset>``, split ``test``. ``limit`` keeps the first N rows of each subset.
     """
+    _check_limit(limit)
     out: dict[str, list[dict]] = {}
     for subset in subsets:
         if subset not in WMDP_SUBSETS:
@@ -152,6 +161,7 @@ def load_mmlu(
     the folder. Without it: hub ``cais/mmlu``, one config per subject; ``subjects=None`` loads config ``all``
     and groups rows by their ``subject`` field. ``limit`` keeps the first N rows of each subject.
     """
+    _check_limit(limit)
     if data_dir is None:
         out: dict[str, list[dict]] = {}
         for config in subjects or ["all"]:

@@ -20,7 +20,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from unlearnkit.data.batch import Example, UnlearnBatch, collate
+from unlearnkit.data.batch import IGNORE_INDEX, Example, UnlearnBatch, collate
 from unlearnkit.errors import UnlearnError
 
 
@@ -42,6 +42,12 @@ class UnlearnData:
                 raise ValueError(f"extra view '{name}' has {len(view)} rows, forget has {len(self.forget)}")
         if self.retain is not None and not self.retain:
             raise UnlearnError("the retain set is empty; give a retain split with rows or use a method without retain")
+        for name, examples in (("forget", self.forget), ("retain", self.retain or [])):
+            empty = next((i for i, e in enumerate(examples) if all(t == IGNORE_INDEX for t in e.labels)), None)
+            if empty is not None:  # nothing to train on: its loss would be 0/0
+                raise UnlearnError(f"{name} example {empty + 1} keeps no answer token after truncation to"
+                                   f" data.max_length ({len(examples[empty].input_ids)} tokens kept); raise"
+                                   " data.max_length or shorten the prompt")
 
 
 def _permutation(n: int, *seed_parts: int) -> list[int]:

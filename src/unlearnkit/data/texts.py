@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from unlearnkit.data.batch import Example
+from unlearnkit.data.files import blank_field, describe_blank, read_text, row_label
 from unlearnkit.data.formats import encode_text
 from unlearnkit.errors import UnlearnError
 
@@ -49,15 +50,18 @@ def load_texts(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise UnlearnError(f"text file {path} does not exist; give a .txt, .json or .jsonl file of texts")
-    raw = path.read_text()
     if path.suffix == ".txt":
-        texts = [line.strip() for line in raw.splitlines() if line.strip()]
+        texts = [line.strip() for line in read_text(path, "text file").splitlines() if line.strip()]
     else:
-        try:
-            items = json.loads(raw) if path.suffix == ".json" else [json.loads(line) for line in raw.splitlines() if line.strip()]
-        except json.JSONDecodeError as err:
-            raise UnlearnError(f"{path}: not valid JSON ({err}); give a list of strings or objects with 'text'") from None
-        texts = [item if isinstance(item, str) else text_of(item) for item in items]
+        texts = []
+        for index, (item, line) in enumerate(zip(*_json_rows(path, "texts")), 1):
+            if not isinstance(item, (str, dict)):
+                raise UnlearnError(f"{row_label(str(path), index, line)} is a {type(item).__name__}; give a string"
+                                   " or an object with 'text'")
+            text = item if isinstance(item, str) else _row_text(item, path, index, line)
+            if not text.strip():
+                raise UnlearnError(f"{row_label(str(path), index, line)} is an empty text; fix or remove it")
+            texts.append(text)
     if not texts:
         raise UnlearnError(f"{path} holds no texts")
     return texts
@@ -72,31 +76,56 @@ def generic_view(n_rows: int, pool: Sequence[str], tokenizer: Any, max_length: i
 
 def load_rows(path: str | Path) -> list[dict]:
     """Unlearning requests from a .json list or .jsonl file: rows with "text" / "request" (bare text) or
-    "question" + "answer"; a .txt file gives one {"text": line} per non-empty line."""
+    "question" + "answer"; a .txt file gives one {"text": line} per non-empty line. A row whose text,
+    question or answer is empty is refused, naming the file and the row."""
     path = Path(path)
     if not path.is_file():
         raise UnlearnError(f"data.forget_file: {path} does not exist; give a .jsonl/.json/.txt file of requests")
     if path.suffix == ".txt":
-        rows = [{"text": t} for t in load_texts(path)]
-    else:
-        raw = path.read_text()
-        try:
-            if path.suffix == ".json":
-                rows = json.loads(raw)
-            else:
-                rows = []
-                for number, line in enumerate(raw.splitlines(), 1):
-                    if line.strip():
-                        try:
-                            rows.append(json.loads(line))
-                        except json.JSONDecodeError as err:
-                            raise UnlearnError(f"{path}:{number}: not valid JSON ({err.msg}); one JSON object per line") from None
-        except json.JSONDecodeError as err:
-            raise UnlearnError(f"{path}: not valid JSON ({err}); give a list of objects") from None
-    if not isinstance(rows, list) or not rows:
+        return [{"text": t} for t in load_texts(path)]
+    rows, lines = _json_rows(path, "requests")
+    if not rows:
         raise UnlearnError(f"{path} holds no requests; give at least one row")
-    for number, row in enumerate(rows, 1):
+    for index, (row, line) in enumerate(zip(rows, lines), 1):
         if not isinstance(row, dict):
-            raise UnlearnError(f"{path}: row {number} is not an object; use {{\"text\": ...}}")
-        text_of(row)  # every row must be usable as text (raises naming the keys it has)
+            raise UnlearnError(f"{row_label(str(path), index, line)} is not an object; use {{\"text\": ...}}")
+        _row_text(row, path, index, line)
     return rows
+
+
+def _json_rows(path: Path, what: str) -> tuple[list, list[int | None]]:
+    """Items of a JSON list (.json) or JSON Lines file, with their line numbers."""
+    if path.suffix == ".json":
+        try:
+            items = json.loads(read_text(path, "data file"))
+        except json.JSONDecodeError as err:
+            raise UnlearnError(f"{path}:{err.lineno}: not valid JSON ({err.msg}); give a JSON list of {what}") from None
+        if not isinstance(items, list):
+            raise UnlearnError(f"{path}: expected a JSON list of {what}, got a {type(items).__name__}")
+        return items, [None] * len(items)
+    rows, lines = [], []
+    for number, line in enumerate(read_text(path, "data file").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise UnlearnError(f"{path}:{number}: not valid JSON ({err.msg}); one JSON object per line") from None
+            lines.append(number)
+    return rows, lines
+
+
+def _row_text(row: dict, path: Path, index: int, line: int | None) -> str:
+    """A row's text (see `text_of`); an empty text, question or answer is an error naming the row."""
+    where = row_label(str(path), index, line)
+    for key in ("text", "request"):
+        if key in row:
+            if blank_field(row, [key]) is not None:
+                raise UnlearnError(f"{where} has {describe_blank(row, key)}; fix or remove the row")
+            return row[key]
+    if "question" not in row or "answer" not in row:
+        raise UnlearnError(f"{where} needs a 'text' (or 'request') field, or 'question' and 'answer' fields;"
+                           f" got keys {sorted(map(str, row))}")
+    if (key := blank_field(row, ["question", "answer"])) is not None:
+        raise UnlearnError(f"{where} has {describe_blank(row, key)}; every request needs a non-empty question and"
+                           " answer: fix or remove the row")
+    return text_of(row)

@@ -11,11 +11,11 @@ checked for the keys its split kind needs, so a wrong file fails here and not mi
 from __future__ import annotations
 
 import difflib
-import json
 import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from unlearnkit.data.files import blank_field, describe_blank, parse_rows, read_text, row_label
 from unlearnkit.errors import UnlearnError
 
 TOFU_HUB_ID = "locuslab/TOFU"
@@ -32,6 +32,7 @@ _PARAPHRASED_KEYS = ("question", "answer", "paraphrased_answer", "perturbed_answ
 _PERTURBED_KEYS = ("question", "answer", "perturbed_answer")
 _CHOICE_KEYS = ("question", "option1", "option2", "option3", "option4", "answer")
 _NOT_SPLITS = {"idontknow"}  # plain-text file living next to the splits
+_TEXT_KEYS = ("question", "answer", "paraphrased_answer", "paraphrased_question")  # must not be empty
 
 # Our own wording; used by the IDK baseline when no idontknow file is given, so nothing needs a download.
 BUILTIN_IDK_ANSWERS: tuple[str, ...] = (
@@ -91,31 +92,9 @@ def _find_split_file(name: str, directory: Path) -> Path:
     )
 
 
-def parse_rows(path: Path) -> tuple[list, list[int | None]]:
-    """Rows of a JSON Lines or JSON array file, with each row's line number (None inside arrays)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise UnlearnError(f"{path} is not UTF-8 text ({err.reason}); re-save it as UTF-8") from err
-    is_array = text.lstrip().startswith("[")  # a real JSON array (pandas-style export), else JSON Lines
-    lines = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
-    chunks = [(1, text)] if is_array else lines
-    parsed = []
-    for line_no, chunk in chunks:
-        try:
-            parsed.append(json.loads(chunk))
-        except json.JSONDecodeError as err:
-            raise UnlearnError(
-                f"{path}:{line_no + err.lineno - 1}: not valid JSON ({err.msg} at column {err.colno}); "
-                "fix or remove that line"
-            ) from err
-    if is_array:
-        return parsed[0], [None] * len(parsed[0])
-    return parsed, [line_no for line_no, _ in chunks]
-
-
 def _check_rows(name: str, rows: list, lines: list[int | None], where: str) -> list[dict]:
-    """Fail on an empty split, non-object rows, missing keys or a non-list ``perturbed_answer``."""
+    """Fail on an empty split, non-object rows, missing keys, an empty question or answer, or a
+    ``perturbed_answer`` that is not a list of texts."""
     if not rows:
         raise UnlearnError(f"{where} has no rows; a TOFU split needs at least one question")
     need = required_keys(name)
@@ -134,6 +113,13 @@ def _check_rows(name: str, rows: list, lines: list[int | None], where: str) -> l
                 f"{at}: row {index} has perturbed_answer of type {type(row['perturbed_answer']).__name__}; "
                 f"it must be a list of wrong answers"
             )
+        if (key := blank_field(row, [key for key in need if key in _TEXT_KEYS])) is not None:
+            raise UnlearnError(f"{row_label(where, index, line)} has {describe_blank(row, key)}; every row needs a"
+                               f" non-empty question and answer: fix or remove the row")
+        if "perturbed_answer" in need and (not row["perturbed_answer"] or any(
+                not isinstance(a, str) or not a.strip() for a in row["perturbed_answer"])):
+            raise UnlearnError(f"{row_label(where, index, line)} has an empty perturbed_answer list or an empty"
+                               " wrong answer in it; give one or more non-empty wrong answers")
     return rows
 
 
@@ -175,7 +161,7 @@ def load_idk(path: str | Path | None = None) -> list[str]:
             f"IDK answers file {path} not found; pass a plain-text file with one answer per line, "
             f"or leave it unset to use the built-in answers"
         )
-    answers = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    answers = [line.strip() for line in read_text(path, "IDK answers file").splitlines() if line.strip()]
     if not answers:
         raise UnlearnError(f"IDK answers file {path} has no non-empty lines; add one answer per line")
     return answers

@@ -21,13 +21,35 @@ row as bare text with every token supervised and no prompt, as the attack paper'
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Iterable, Iterator
+from typing import Annotated, ClassVar, Iterable, Iterator
 
 import torch
+from pydantic import AfterValidator, BeforeValidator
 from torch import nn
 
 from unlearnkit.data.batch import UnlearnBatch
 from unlearnkit.data.pairing import UnlearnData
+from unlearnkit.registry import NonNegative
+
+
+_LAYER = "must be a block index (an int, negative from the end) or a fraction of depth in [0, 1]"
+
+
+def _layer_input(value):
+    if isinstance(value, bool):
+        raise ValueError(_LAYER)
+    return value
+
+
+def _layer(value: int | float) -> int | float:
+    if isinstance(value, float) and not 0.0 <= value <= 1.0:
+        raise ValueError(_LAYER)
+    return value
+
+
+# A decoder block, as `hooks.resolve_layers` reads it: an index (int) or a fraction of depth (float in [0, 1]).
+# Field types carry their ranges (see `unlearnkit.registry`): METHODS.build refuses out-of-range values.
+Layer = Annotated[int | float, BeforeValidator(_layer_input), AfterValidator(_layer)]
 
 
 @dataclass
@@ -88,8 +110,8 @@ class RetainRegularised(UnlearningMethod):
     the full reference model. The trainer gets the two terms separately (`loss_terms`).
     """
 
-    forget_weight: float = 1.0
-    retain_weight: float = 1.0
+    forget_weight: NonNegative = 1.0
+    retain_weight: NonNegative = 1.0
     retain_loss: str = "nll"  # nll | kl
     uses_retain: ClassVar[bool] = True
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from unlearnkit.losses import sequence_logprob
 from unlearnkit.methods.base import RetainRegularised
-from unlearnkit.registry import METHODS
+from unlearnkit.registry import METHODS, Positive
 
 
 @METHODS.register("dpo")
@@ -27,7 +27,7 @@ from unlearnkit.registry import METHODS
 class DPO(RetainRegularised):
     """DPO preferring an "I don't know" answer over the forget answer."""
 
-    beta: float = 0.1
+    beta: Positive = 0.1  # divides: (2/β)
     extra_views = ("idk",)
     reference = "logprobs"  # cached once for the fixed forget and IDK sequences
 

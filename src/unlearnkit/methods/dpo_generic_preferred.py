@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from unlearnkit.errors import UnlearnError
 from unlearnkit.losses import sequence_logprob
 from unlearnkit.methods.base import LossOutput, UnlearningMethod
-from unlearnkit.registry import METHODS
+from unlearnkit.registry import METHODS, Positive
 
 
 @METHODS.register("dpo_generic_preferred")
@@ -31,7 +31,7 @@ from unlearnkit.registry import METHODS
 class DPOGenericPreferred(UnlearningMethod):
     """DPO preferring a generic text over the forget text (bare text, empty prompt)."""
 
-    beta: float = 0.1
+    beta: Positive = 0.1
     reference = "logprobs"  # cached once for the fixed forget and generic texts
     extra_views = ("generic",)
     forget_format = "text"

@@ -45,9 +45,9 @@ import torch.nn.functional as F
 from unlearnkit.errors import UnlearnError
 from unlearnkit.hooks import ablate_directions, add_to_outputs, decoder_layers, resolve_layers
 from unlearnkit.losses import sequence_logprob, shifted_labels
-from unlearnkit.methods.base import RetainRegularised
+from unlearnkit.methods.base import Layer, RetainRegularised
 from unlearnkit.methods.inner_attacks import latent_pgd, refusal_directions, sample_rows
-from unlearnkit.registry import METHODS
+from unlearnkit.registry import METHODS, Finite, Fraction, NonNegative, Positive, PositiveInt, Seed
 
 # λ for a batch: a number, or (B,) per sample ("confidence"); `method._calls` counts loss calls
 MIX_RULES = {
@@ -64,22 +64,22 @@ INNER_ATTACKS = ("none", "rfa", "pgd")
 class ERU(RetainRegularised):
     """ERU (reconstructed): NPO/SimNPO elastic reward, trained against refusal-feature ablation."""
 
-    beta: float = 0.1
-    gamma: float = 0.0
+    beta: Positive = 0.1  # divides: (2/β)
+    gamma: Finite = 0.0
     mix: str = "fixed"  # fixed | linear | confidence
-    mix_weight: float = 0.7
-    mix_steps: int = 30
-    mix_scale: float = 4.0
-    mix_margin: float = 0.0
+    mix_weight: Fraction = 0.7
+    mix_steps: PositiveInt = 30
+    mix_scale: Finite = 4.0
+    mix_margin: Finite = 0.0
     inner_attack: str = "rfa"  # none | rfa | pgd
-    attack_prob: float = 0.5
-    attack_layers: tuple[int | float, int | float] = (0.25, 1.0)
-    refresh_every: int = 4
-    contrast_rows: int = 32
-    pgd_radius: float = 4.0
-    pgd_steps: int = 4
-    pgd_step_size: float = 0.5
-    seed: int = 0
+    attack_prob: Fraction = 0.5
+    attack_layers: tuple[Layer, Layer] = (0.25, 1.0)
+    refresh_every: PositiveInt = 4
+    contrast_rows: PositiveInt = 32
+    pgd_radius: NonNegative = 4.0
+    pgd_steps: PositiveInt = 4
+    pgd_step_size: Positive = 0.5
+    seed: Seed = 0
     reference = "logprobs"  # cached once for the fixed forget set
     label: ClassVar[str] = "ERU (reconstructed)"  # how reports name it: the paper's code is not public
 

@@ -27,18 +27,19 @@ Sequential unlearning: each request trains a new edit with the earlier ones swit
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
 from unlearnkit.edits import add_edit, edit_positions, edit_stack, edits_disabled, only_edit_enabled
 from unlearnkit.errors import UnlearnError
 from unlearnkit.hooks import capture_outputs, decoder_layers, hidden_size, prompt_end_positions, resolve_layers
 from unlearnkit.losses import masked_mse, nll_from_logits, sequence_logprob, sequence_logprob_from_logits
-from unlearnkit.methods.base import LossOutput, UnlearningMethod
+from unlearnkit.methods.base import Layer, LossOutput, UnlearningMethod
 from unlearnkit.reference import is_peft_model
-from unlearnkit.registry import METHODS
+from unlearnkit.registry import METHODS, Finite, NonNegative, Positive, PositiveInt
 
 BASES = ("gd", "npo", "idk", "rmu")
 
@@ -49,20 +50,20 @@ class GRUN(UnlearningMethod):
     """A frozen model plus a gated low-rank edit at the last prompt token, trained with a base loss."""
 
     base: str = "npo"  # gd | npo | idk | rmu
-    layers: list[int | float] = field(default_factory=lambda: [0.65, 0.8, 1.0])
-    rank: int = 4
+    layers: Annotated[list[Layer], Field(min_length=1)] = field(default_factory=lambda: [0.65, 0.8, 1.0])
+    rank: PositiveInt = 4
     gate: str = "linear"  # linear | mlp
-    gate_hidden: list[int] = field(default_factory=lambda: [256, 64])
-    gate_weight: float = 10.0  # λ_g
-    retain_weight: float = 1.0  # λ_r
-    forget_weight: float = 1.0  # w_f (gd)
-    npo_coeff: float = 100.0  # c_npo
-    beta: float = 0.1
-    steering_coeff: float = 300.0  # rmu: c
-    rmu_layer: int | float = 1.0  # rmu: the block whose output is steered (edits upstream of it reach it)
-    combine_scale: float = 0.6  # sequential: each of G edits is scaled by combine_scale·G + combine_bias
-    combine_bias: float = 0.6
-    lr: float | None = 4e-3  # the edit's learning rate (the seed's); None: the recipe's train.lr
+    gate_hidden: list[PositiveInt] = field(default_factory=lambda: [256, 64])
+    gate_weight: NonNegative = 10.0  # λ_g
+    retain_weight: NonNegative = 1.0  # λ_r
+    forget_weight: NonNegative = 1.0  # w_f (gd)
+    npo_coeff: NonNegative = 100.0  # c_npo
+    beta: Positive = 0.1  # divides: (2/β)
+    steering_coeff: Positive = 300.0  # rmu: c
+    rmu_layer: Layer = 1.0  # rmu: the block whose output is steered (edits upstream of it reach it)
+    combine_scale: Finite = 0.6  # sequential: each of G edits is scaled by combine_scale·G + combine_bias
+    combine_bias: Finite = 0.6
+    lr: Positive | None = 4e-3  # the edit's learning rate (the seed's); None: the recipe's train.lr
     uses_retain: ClassVar[bool] = True
     supports_lora: ClassVar[bool] = False  # the edit *is* the parameter-efficient part
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from unlearnkit.losses import sequence_logprob
 from unlearnkit.methods.base import RetainRegularised
-from unlearnkit.registry import METHODS
+from unlearnkit.registry import METHODS, Positive
 
 
 @METHODS.register("npo")
@@ -29,7 +29,7 @@ from unlearnkit.registry import METHODS
 class NPO(RetainRegularised):
     """Negative Preference Optimization against the frozen starting model."""
 
-    beta: float = 0.1
+    beta: Positive = 0.1  # divides: (2/β)
     reference = "logprobs"  # cached once for the fixed forget set
 
     def forget_loss(self, model, batch, ref):

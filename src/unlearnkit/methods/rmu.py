@@ -35,16 +35,17 @@ runs' middle. docs/methods/rmu-and-eru.md shows how to measure ‖h_ℓ‖ for a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import torch
+from pydantic import Field
 
 from unlearnkit.errors import UnlearnError
 from unlearnkit.hooks import capture_outputs, decoder_layers, hidden_size, mlp_down_projection, resolve_layers
 from unlearnkit.losses import masked_mse
-from unlearnkit.methods.base import LossOutput, UnlearningMethod
+from unlearnkit.methods.base import Layer, LossOutput, UnlearningMethod
 from unlearnkit.reference import is_peft_model
-from unlearnkit.registry import METHODS
+from unlearnkit.registry import METHODS, NonNegative, Positive, Seed
 
 
 @METHODS.register("rmu")
@@ -52,12 +53,12 @@ from unlearnkit.registry import METHODS
 class RMU(UnlearningMethod):
     """Steer forget activations at one layer toward a random direction; keep retain activations."""
 
-    steering_coeff: float = 300.0
-    retain_weight: float = 30.0
-    layer: int | float = 0.23  # zephyr's 7 of 32 blocks; block 1 of the 4-layer tiny world
-    train_layers: tuple[int | float, ...] = (0.16, 0.2, 0.23)  # zephyr's 5, 6, 7; blocks 0, 1 of 4
-    seed: int = 0  # for the random direction u
-    lr_scale: float = 10.0  # the down-projections train at lr_scale × train.lr
+    steering_coeff: Positive = 300.0
+    retain_weight: NonNegative = 30.0
+    layer: Layer = 0.23  # zephyr's 7 of 32 blocks; block 1 of the 4-layer tiny world
+    train_layers: Annotated[tuple[Layer, ...], Field(min_length=1)] = (0.16, 0.2, 0.23)  # zephyr's 5, 6, 7; blocks 0, 1 of 4
+    seed: Seed = 0  # for the random direction u
+    lr_scale: Positive = 10.0  # the down-projections train at lr_scale × train.lr
     reference = "model"  # frozen block outputs on retain data
     uses_retain: ClassVar[bool] = True
 

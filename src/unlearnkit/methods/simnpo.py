@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from unlearnkit.losses import sequence_logprob
 from unlearnkit.methods.base import RetainRegularised
-from unlearnkit.registry import METHODS
+from unlearnkit.registry import METHODS, Finite, NonNegative, Positive
 
 
 @METHODS.register("simnpo")
@@ -25,9 +25,9 @@ from unlearnkit.registry import METHODS
 class SimNPO(RetainRegularised):
     """Reference-free NPO on length-normalised log-probs, with a margin δ."""
 
-    beta: float = 4.5
-    delta: float = 0.0
-    forget_weight: float = 0.125
+    beta: Positive = 4.5  # divides: (2/β)
+    delta: Finite = 0.0
+    forget_weight: NonNegative = 0.125
 
     def forget_loss(self, model, batch, ref):
         mean_nll = -sequence_logprob(model, batch.forget, mean=True)

@@ -38,7 +38,7 @@ from unlearnkit.errors import UnlearnError
 from unlearnkit.losses import kl_to_reference, logits_of, sequence_logprob
 from unlearnkit.methods.base import LossOutput, ModelEdit, UnlearningMethod
 from unlearnkit.methods.task_vector import check_positive, finetune_settings
-from unlearnkit.registry import METHODS
+from unlearnkit.registry import METHODS, Finite, NonNegative, NonNegativeInt, Positive, PositiveInt
 
 
 def answer_descent(model, batch: TokenBatch) -> torch.Tensor:
@@ -101,13 +101,13 @@ class HarmfulKnowledge(UnlearningMethod):
 class SKU(ModelEdit):
     """Learn a harmful copy (descent + random answers + divergence on normal data), then negate it."""
 
-    w_bad: float = 2.5  # README weights
-    w_rand: float = 2.5
-    w_norm: float = 1.0
-    n_random_answers: int = 5  # K random answers per step, shared by the batch
-    alpha: float = 1.25  # θ = θ0 − α·(θ_harm − θ0); the seed uses 1 (see the module docstring)
-    stage1_lr: float | None = None  # None: the recipe's train.lr
-    stage1_steps: int | None = None  # None: the recipe's train.steps / train.epochs
+    w_bad: NonNegative = 2.5  # README weights
+    w_rand: NonNegative = 2.5
+    w_norm: NonNegative = 1.0
+    n_random_answers: NonNegativeInt = 5  # K random answers per step, shared by the batch
+    alpha: Finite = 1.25  # θ = θ0 − α·(θ_harm − θ0); the seed uses 1 (see the module docstring)
+    stage1_lr: Positive | None = None  # None: the recipe's train.lr
+    stage1_steps: PositiveInt | None = None  # None: the recipe's train.steps / train.epochs
     uses_retain: ClassVar[bool] = True
 
     def __post_init__(self) -> None:

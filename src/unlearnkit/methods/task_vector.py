@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from unlearnkit.errors import UnlearnError
 from unlearnkit.methods.base import ModelEdit
-from unlearnkit.registry import METHODS
+from unlearnkit.registry import METHODS, Finite, Positive
 
 
 def finetune_settings(cfg, *, epochs: float | None = None, lr: float | None = None, steps: int | None = None):
@@ -43,9 +43,9 @@ def check_positive(method: str, **values: float | None) -> None:
 class TaskVector(ModelEdit):
     """Fine-tune on the forget set, then subtract α times the weight change (task-vector negation)."""
 
-    alpha: float = 1.0  # negation scale: θ = θ0 − α·(θ_ft − θ0)
-    finetune_epochs: float | None = None  # None: the recipe's train.epochs / train.steps
-    finetune_lr: float | None = None  # None: the recipe's train.lr
+    alpha: Finite = 1.0  # negation scale: θ = θ0 − α·(θ_ft − θ0)
+    finetune_epochs: Positive | None = None  # None: the recipe's train.epochs / train.steps
+    finetune_lr: Positive | None = None  # None: the recipe's train.lr
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.alpha):
