@@ -55,8 +55,13 @@ def unlearn(model, tokenizer, forget: list[dict], retain: list[dict] | None = No
     `TrainResult` (model, loss history, trainable parameter counts)."""
     from unlearnkit.data.formats import get_format
     from unlearnkit.pipeline import training_data, unlearn_once
+    from unlearnkit.recipe import validate_recipe
     from unlearnkit.registry import METHODS
     from unlearnkit.train import TrainConfig
+
+    extra = {k: train.pop(k) for k in ("betas", "progress") if k in train}  # TrainConfig-only fields
+    train = validate_recipe({"train": train}, "unlearn(...) train settings").train.model_dump(exclude_unset=True)
+    train.update(extra)
 
     if isinstance(method, str):
         method = METHODS.build(method)

@@ -14,6 +14,28 @@ from unlearnkit.cli import app, friendly
 from unlearnkit.errors import UnlearnError
 
 
+# the recipe field behind each flag, so a bad flag value is reported as the flag the user typed
+FLAGS = {"eval.batch_size": "--batch-size", "eval.max_new_tokens": "--max-new-tokens", "model.dtype": "--dtype",
+         "model.name": "--model", "data.format": "--format", "data.forget_split": "--forget-split",
+         "data.data_dir": "--data-dir", "data.benchmark": "--benchmark", "world.size": "--world-size",
+         "eval.retain_model": "--retain-model", "eval.retain_logs": "--retain-logs"}
+
+
+def _flags_recipe(data: dict):
+    """The recipe the flags describe; an invalid value is reported under its flag's name."""
+    from unlearnkit.recipe import validate_recipe
+
+    try:
+        return validate_recipe(data, "eval options")
+    except UnlearnError as err:
+        message = str(err).removeprefix("eval options: ")
+        for field, flag in FLAGS.items():
+            if f"'{field}'" in message or f"{field}=" in message:
+                message = message.replace(f"field '{field}'", flag).replace(f"e.g. {field}=", f"e.g. {flag} ")
+                raise UnlearnError(message) from None
+        raise
+
+
 @app.command("eval")
 @friendly
 def eval_cmd(
@@ -72,6 +94,11 @@ def eval_cmd(
     if model is None or out is None or overrides:
         raise UnlearnError("unlearn eval needs --model and --out (or --recipe RECIPE [overrides]);"
                            " e.g. unlearn eval --model world:target --benchmark world --out runs/eval")
+    if benchmark not in ("tofu", "world", "muse", "safety", "wmdp", "mmlu"):
+        from unlearnkit.registry import did_you_mean
+
+        valid = ["tofu", "world", "muse", "safety", "wmdp", "mmlu"]
+        raise UnlearnError(f"unknown --benchmark '{benchmark}';{did_you_mean(benchmark, valid)} valid: {', '.join(valid)}")
     from unlearnkit.outputs import check_output_dir
 
     check_output_dir(out)  # before the model is loaded
@@ -81,7 +108,6 @@ def eval_cmd(
     if backend != "unlearnkit" or limit is not None:
         raise UnlearnError(f"--backend and --limit apply to -b wmdp and -b mmlu only, not -b {benchmark}")
     from unlearnkit.pipeline import evaluate_recipe
-    from unlearnkit.recipe import validate_recipe
     from unlearnkit.report import fmt_value
 
     data = {"benchmark": benchmark, "format": fmt}
@@ -91,10 +117,10 @@ def eval_cmd(
         data["forget_split"] = forget_split
     elif benchmark == "tofu":
         data["forget_split"] = "forget10"
-    recipe = validate_recipe({"model": {"name": model, "dtype": dtype}, "data": data,
-                              "eval": {"retain_model": retain_model, "retain_logs": retain_logs,
-                                       "max_new_tokens": max_new_tokens, "batch_size": batch_size},
-                              "world": {"size": world_size}}, "eval options")
+    recipe = _flags_recipe({"model": {"name": model, "dtype": dtype}, "data": data,
+                            "eval": {"retain_model": retain_model, "retain_logs": retain_logs,
+                                     "max_new_tokens": max_new_tokens, "batch_size": batch_size},
+                            "world": {"size": world_size}})
     result = evaluate_recipe(recipe, out, progress=not quiet, log=lambda m: typer.echo(m, err=True),
                              command=sys.argv[1:])
     for key, value in result["metrics"].items():
@@ -111,7 +137,6 @@ def _eval_multiple_choice(model: str, benchmark: str, out: Path, data_dir: Optio
     from unlearnkit.manifest import build_manifest, recording_reads
     from unlearnkit.models import load_model, load_tokenizer
     from unlearnkit.outputs import output_dir
-    from unlearnkit.recipe import validate_recipe
     from unlearnkit.report import write_eval
 
     if backend not in ("unlearnkit", "lm_eval"):
@@ -120,8 +145,7 @@ def _eval_multiple_choice(model: str, benchmark: str, out: Path, data_dir: Optio
         from unlearnkit.benchmarks.harness import import_lm_eval
 
         import_lm_eval()  # a clear error before the model is loaded
-    recipe = validate_recipe({"model": {"name": model, "dtype": dtype}, "eval": {"batch_size": batch_size}},
-                             "eval options")
+    recipe = _flags_recipe({"model": {"name": model, "dtype": dtype}, "eval": {"batch_size": batch_size}})
     with output_dir(out, "eval", command=sys.argv[1:], log=lambda m: typer.echo(m, err=True)) as tmp, \
             recording_reads() as reads:
         loaded, tokenizer = load_model(model, dtype=dtype), load_tokenizer(model)

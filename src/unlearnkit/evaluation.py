@@ -231,13 +231,20 @@ def truth_ratios_from_logs(path: str | Path) -> list[float]:
     path = Path(path)
     if not path.is_file():
         raise UnlearnError(f"eval.retain_logs: {path} does not exist; give the eval.json of a retain-model evaluation")
+    from unlearnkit.data.files import read_text
+
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_text(path, "eval.retain_logs file"))
     except json.JSONDecodeError as err:
         raise UnlearnError(f"eval.retain_logs: {path} is not valid JSON ({err})") from None
     for candidate in (data, data.get("after", {}) if isinstance(data, dict) else {}):
         if isinstance(candidate, dict) and isinstance(candidate.get("forget_truth_ratios"), list):
-            return [float(x) for x in candidate["forget_truth_ratios"]]
+            try:
+                return [float(x) for x in candidate["forget_truth_ratios"]]
+            except (TypeError, ValueError):
+                raise UnlearnError(f"eval.retain_logs: {path}: forget_truth_ratios must be a list of numbers"
+                                   " (a null is a non-finite ratio of a diverged model); evaluate the retain model"
+                                   " again") from None
     raise UnlearnError(f"eval.retain_logs: {path} has no 'forget_truth_ratios' list; write it with "
                        "`unlearn eval --model RETAIN_MODEL --out DIR` and pass DIR/eval.json")
 

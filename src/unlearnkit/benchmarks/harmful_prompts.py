@@ -24,6 +24,7 @@ from typing import Any
 
 from unlearnkit.data.files import parse_rows, read_text
 from unlearnkit.errors import UnlearnError
+from unlearnkit.manifest import record_read
 from unlearnkit.registry import did_you_mean
 from unlearnkit.world.safety_data import SPLITS as SAFETY_SPLITS
 
@@ -62,8 +63,10 @@ def _hub(source: str, *args: str | None, split: str, revision: str | None) -> li
     try:
         import datasets
 
-        return datasets.load_dataset(HUB_IDS[source], *[a for a in args if a], split=split,
+        rows = datasets.load_dataset(HUB_IDS[source], *[a for a in args if a], split=split,
                                      revision=revision).to_list()
+        record_read(hub="/".join([HUB_IDS[source], *[a for a in args if a], split]), revision=revision)
+        return rows
     except Exception as err:
         reason = (str(err).strip().splitlines() or [""])[0][:300]
         raise UnlearnError(f"could not load {source} from the Hugging Face hub ({HUB_IDS[source]}):"
@@ -183,6 +186,7 @@ def load_llm_lat(path: str | Path | None = None, revision: str | None = None) ->
 
         try:
             rows = datasets.load_dataset(builder, data_files=str(file), split="train").to_list()
+            record_read(file)
         except Exception as err:  # the json / csv / parquet builder could not read the user's file
             reason = (str(err).strip().splitlines() or [""])[0][:200]
             raise UnlearnError(f"llm_lat: cannot read {file} as {builder} ({type(err).__name__}: {reason});"

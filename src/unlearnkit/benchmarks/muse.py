@@ -30,6 +30,7 @@ from unlearnkit.benchmarks.passes import generate_greedy
 from unlearnkit.data.formats import TagFormat
 from unlearnkit.data.files import parse_rows
 from unlearnkit.errors import UnlearnError
+from unlearnkit.manifest import record_read
 from unlearnkit.metrics.text import rouge_scores
 
 MUSE_HUB_IDS = {"news": "muse-bench/MUSE-News", "books": "muse-bench/MUSE-Books"}
@@ -113,7 +114,9 @@ def _hub_rows(hub_id: str, config: str, split: str, revision: str | None) -> lis
     try:
         import datasets
 
-        return datasets.load_dataset(hub_id, config, split=split, revision=revision).to_list()
+        rows = datasets.load_dataset(hub_id, config, split=split, revision=revision).to_list()
+        record_read(hub=f"{hub_id}/{config}/{split}", revision=revision)
+        return rows
     except Exception as err:  # offline, gated, unknown split: all fixed the same way
         reason = (str(err).strip().splitlines() or [""])[0][:300]
         raise UnlearnError(

@@ -44,6 +44,7 @@ import numpy as np
 from unlearnkit.data.batch import IGNORE_INDEX, Example
 from unlearnkit.data.files import parse_rows, read_text
 from unlearnkit.errors import UnlearnError
+from unlearnkit.manifest import record_read
 
 WMDP_HUB_ID = "cais/wmdp"
 MMLU_HUB_ID = "cais/mmlu"
@@ -106,6 +107,7 @@ def _from_hub(hub_id: str, config: str, split: str, revision: str | None, what: 
         import datasets
 
         dataset = datasets.load_dataset(hub_id, config, split=split, revision=revision)
+        record_read(hub=f"{hub_id}/{config}/{split}", revision=revision)
     except Exception as err:  # offline, unknown config, gated...: all fixed the same way
         reason = (str(err).strip().splitlines() or [""])[0][:300]
         raise UnlearnError(

@@ -1,7 +1,7 @@
 """Reading the user's data files: UTF-8 text, JSON arrays and JSON Lines, and the checks every row passes.
 
 Every loader of a user-given file (TOFU and MUSE folders, forget-request files, generic texts, IDK answers,
-WMDP / MMLU items) reads it through `read_text` and `parse_rows`, so a missing, unreadable, non-UTF-8 or
+WMDP / MMLU items) reads it through `read_text` and `parse_rows` (which also note it for the run's manifest), so a missing, unreadable, non-UTF-8 or
 malformed file is one `UnlearnError` naming the file (and the line), never a traceback. `blank_field` and
 `row_label` let the loaders refuse rows whose question, answer or text is empty, naming the row.
 """
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from unlearnkit.errors import UnlearnError
+from unlearnkit.manifest import record_read
 
 
 def read_text(path: str | Path, what: str = "file", encoding: str = "utf-8") -> str:
@@ -20,7 +21,7 @@ def read_text(path: str | Path, what: str = "file", encoding: str = "utf-8") -> 
     non-UTF-8 file is an error naming it."""
     path = Path(path)
     try:
-        return path.read_text(encoding=encoding)
+        text = path.read_text(encoding=encoding)
     except UnicodeDecodeError as err:
         raise UnlearnError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); re-save the {what} as UTF-8"
                            ) from None
@@ -30,6 +31,8 @@ def read_text(path: str | Path, what: str = "file", encoding: str = "utf-8") -> 
         raise UnlearnError(f"{what} {path} is a folder; give the file itself") from None
     except OSError as err:
         raise UnlearnError(f"{path}: cannot read the {what} ({err.strerror or err}); check its permissions") from None
+    record_read(path)  # its digest goes into the run's manifest
+    return text
 
 
 def parse_rows(path: Path) -> tuple[list, list[int | None]]:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from unlearnkit.data.files import blank_field, describe_blank, parse_rows, read_text, row_label
 from unlearnkit.errors import UnlearnError
+from unlearnkit.manifest import record_read
 
 TOFU_HUB_ID = "locuslab/TOFU"
 
@@ -139,6 +140,7 @@ def load_split(
         import datasets
 
         dataset = datasets.load_dataset(hub_id, name, split="train", revision=revision)
+        record_read(hub=f"{hub_id}/{name}", revision=revision)
     except Exception as err:  # offline, unknown config, auth...: all fixed the same way
         reason = (str(err).strip().splitlines() or [""])[0][:300]
         raise UnlearnError(

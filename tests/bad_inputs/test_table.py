@@ -7,15 +7,13 @@ earlier good run's output — that output left byte-identical.
 
 The cases cover recipe files, overrides of every section, method fields, data files, model folders and
 CLI flags. Add a case by appending a `Case` to `CASES`; `{good}` in argv is the earlier good run's output
-directory and `{files}` the folder of prepared bad files (`bad_files`). Almost every case fails while the
+directory and `{files}` the folder of prepared bad files (`bad_files`, in conftest.py). Almost every case fails while the
 recipe is validated (milliseconds); none trains.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -225,12 +223,12 @@ CASES: list[Case] = [
     run("model.name={files}/models/truncated", expect="model.safetensors is truncated or corrupt", id="run-model-truncated"),
     # ---------------------------------------------------------------- CLI flags
     Case("eval-batch-size-zero", ("eval", "--model", "world:target", "-b", "world", "--world-size", "small",
-                                  "--batch-size", "0"), "field 'eval.batch_size' must be at least 1"),
+                                  "--batch-size", "0"), "--batch-size must be at least 1 (got 0); e.g. --batch-size 32"),
     Case("eval-max-new-tokens-zero", ("eval", "--model", "world:target", "-b", "world", "--world-size", "small",
-                                      "--max-new-tokens", "0"), "field 'eval.max_new_tokens' must be at least 1"),
-    Case("eval-dtype", ("eval", "--model", "world:target", "-b", "world", "--dtype", "float64"), "field 'model.dtype'"),
-    Case("eval-world-size", ("eval", "--model", "world:target", "-b", "world", "--world-size", "huge"), "field 'world.size'"),
-    Case("eval-benchmark", ("eval", "--model", "world:target", "-b", "bogus"), "field 'data.benchmark'"),
+                                      "--max-new-tokens", "0"), "--max-new-tokens must be at least 1"),
+    Case("eval-dtype", ("eval", "--model", "world:target", "-b", "world", "--dtype", "float64"), "--dtype must be"),
+    Case("eval-world-size", ("eval", "--model", "world:target", "-b", "world", "--world-size", "huge"), "--world-size must be"),
+    Case("eval-benchmark", ("eval", "--model", "world:target", "-b", "bogus"), "unknown --benchmark 'bogus'"),
     Case("eval-format", ("eval", "--model", "world:target", "-b", "world", "--format", "chatml"), "unknown prompt format"),
     Case("eval-limit-not-wmdp", ("eval", "--model", "world:target", "-b", "world", "--limit", "3"),
          "--backend and --limit apply to -b wmdp"),
@@ -255,137 +253,37 @@ CASES: list[Case] = [
     Case("inspect-train-without-out", ("inspect", "--train"), "--train takes no FILE and needs --out"),
     Case("ls-unknown", ("ls", "method"), "unknown list 'method'; did you mean 'methods'"),
     Case("world-unknown", ("world", "build", "bogus"), "unknown world 'bogus'"),
+    # ---------------------------------------- output paths and resuming ({files}/out: see `bad_files`)
+    *[Case(f"out-{cmd[0]}-{name}", (*cmd, "--out", target), expect, out=False) for cmd in
+      (("run", "default", SMALL), ("eval", "--model", "world:target", "-b", "world", "--world-size", "small"),
+       ("compare", "default", "--methods", "npo", SMALL), ("inspect", "--train"))
+      for name, target, expect in (("users-folder", "{files}/out/user", "unlearnkit did not write"),
+                                   ("a-file", "{files}/out/plain.txt", "is a file, not a folder"))],
+    *[Case(f"out-run-{name}", ("run", "default", SMALL, *extra, "--out", target), expect, out=False) for name, target, expect, extra in (
+        ("under-a-file", "{files}/out/plain.txt/run", "is a file, not a folder", ()),
+        ("cwd", ".", "is the current directory", ()), ("parent-of-cwd", "..", "contains the current directory", ()),
+        ("symlink", "{files}/out/link", "symbolic link", ()), ("proc", "/proc/unlearnkit-out", "/proc", ()),
+        ("foreign-file-in-ours", "{files}/out/ours", "'notes.txt', which unlearnkit did not write", ()),
+        ("foreign-partial", "{files}/out/theirs", "theirs.partial exists and unlearnkit did not write it", ()),
+        ("resume-nothing", "{files}/out/fresh", "no interrupted run to resume", ("--resume",)),
+        ("resume-and-restart", "{files}/out/fresh", "give one of them", ("--resume", "--restart")),
+        ("resume-from-user-folder", "{files}/out/fresh", "is not a checkpoint written by unlearnkit",
+         ("train.resume_from={files}/out/user",)))],
+    Case("out-craft-folder", ("craft", "--limit", "1", "--out", "{files}/out/user"), "is a folder"),
+    Case("out-craft-users-file", ("craft", "--limit", "1", "--out", "{files}/out/plain.txt"), "not written by unlearnkit"),
+    Case("out-inspect-users-file", ("inspect", "{files}/requests/object.json", "--out", "{files}/out/plain.txt"),
+         "not written by unlearnkit"),
+    Case("eval-recipe-with-recipe-flag", ("eval", "--recipe", "default", "--forget-split", "forget05"),
+         "--forget-split does not apply with --recipe", out=False),
+    Case("eval-retain-logs-not-numbers", ("eval", "--recipe", "default", SMALL, "eval.retain_logs={files}/out/logs.json"),
+         "forget_truth_ratios must be a list of numbers", only_line=False),
 ]
-
-
-# ------------------------------------------------------------------------------------------ fixtures
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _quiet_transformers_like_the_cli():
-    """What `unlearnkit.cli.main` sets up for a real command: transformers logs errors only and shows no
-    progress bars (imported here first, so its log handler writes to the real stderr, not a runner's)."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    yield
-    hf_logging.set_verbosity(verbosity)
-    if bars:
-        hf_logging.enable_progress_bar()
-
 
 
 def snapshot(directory: Path) -> dict[str, str]:
     """Relative path -> content hash of every file below `directory`."""
     return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(directory.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture(scope="module")
-def good(tmp_path_factory, env) -> Path:
-    """An earlier successful run (a short one on the small world) whose output every failing case must leave alone."""
-    out = tmp_path_factory.mktemp("bad-inputs") / "good"
-    result = CliRunner().invoke(app, ["run", "default", SMALL, "train.steps=2", "attacks.relearn.enabled=false",
-                                      "--out", str(out), "-q"], env=env)
-    assert result.exit_code == 0, (result.output, result.exception)
-    assert (out / "report.json").is_file() and (out / "model").is_dir()
-    return out
-
-
-def _qa(i: int, **extra) -> dict:
-    return {"question": f"Question {i}?", "answer": f"Answer {i}.", **extra}
-
-
-def _perturbed(i: int, **extra) -> dict:
-    row = {"paraphrased_answer": f"Paraphrase {i}.", "perturbed_answer": [f"Wrong {i}.", f"Other {i}."],
-           "paraphrased_question": f"Paraphrased question {i}?"}
-    return _qa(i, **{**row, **extra})
-
-
-def _tofu_dir(root: Path, **replace: list[dict] | bytes | None) -> None:
-    """The six files a forget01 run reads (JSON Lines); `replace` swaps one file's rows or bytes (None: no file)."""
-    root.mkdir(parents=True)
-    files = {"forget01_perturbed": [_perturbed(i) for i in range(2)],
-             "retain_perturbed": [_perturbed(i) for i in range(10, 12)],
-             "real_authors_perturbed": [_perturbed(i) for i in range(20, 22)],
-             "world_facts_perturbed": [_perturbed(i) for i in range(30, 32)],
-             "retain99": [_qa(i) for i in range(3)], "holdout01": [_qa(i) for i in range(3, 5)]}
-    for name, rows in {**files, **replace}.items():
-        if isinstance(rows, bytes):
-            (root / f"{name}.json").write_bytes(rows)
-        elif rows is not None:
-            (root / f"{name}.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-
-def _model_dirs(root: Path, source: Path) -> None:
-    """Copies of a good model folder, each broken in one way."""
-    root.mkdir(parents=True)
-    shutil.copytree(source, root / "good")
-    for name in ("truncated", "garbage", "no_weights", "bad_config", "no_config", "no_tokenizer", "bad_tokenizer",
-                 "wrong_shapes", "bad_edits"):
-        shutil.copytree(source, root / name)
-    weights = (source / "model.safetensors").read_bytes()
-    (root / "truncated" / "model.safetensors").write_bytes(weights[: len(weights) // 2])
-    (root / "garbage" / "model.safetensors").write_bytes(b"not a safetensors file" * 20)
-    (root / "no_weights" / "model.safetensors").unlink()
-    (root / "bad_config" / "config.json").write_text("{not json")
-    (root / "no_config" / "config.json").unlink()
-    for file in (root / "no_tokenizer").iterdir():
-        if file.name.startswith(("tokenizer", "chat_template", "special_tokens", "vocab")):
-            file.unlink()
-    (root / "bad_tokenizer" / "tokenizer.json").write_text('{"version": "1.0", "model": {"type": "BPE", "vocab": 5}}')
-    config = json.loads((source / "config.json").read_text())
-    config["hidden_size"] *= 2
-    (root / "wrong_shapes" / "config.json").write_text(json.dumps(config))
-    (root / "a_file").write_bytes(weights[:100])
-    (root / "bad_edits" / "edits.json").write_text("{not json")  # a GRUN model's edit file, damaged
-
-
-@pytest.fixture(scope="module")
-def bad_files(tmp_path_factory, good) -> Path:
-    """Recipes, data folders, request files and model folders, each wrong in one way."""
-    from unlearnkit.world.build import load_world
-
-    root = tmp_path_factory.mktemp("bad-files")
-    recipes = root / "recipes"
-    recipes.mkdir()
-    for name, text in {"bad_yaml": "train: {lr: [1, 2\n", "list": "- a\n- b\n", "base_number": "base: 5\n",
-                       "grandparent": "train: {lr: 1.0e-3}\n", "parent": "base: grandparent.yaml\n",
-                       "child": "base: parent.yaml\n", "missing_base": "base: nowhere.yaml\n",
-                       "unknown_key": "train: {lr: 1.0e-3, lrr: 2}\n", "wrong_type": "train: {batch_size: eight}\n",
-                       "method_string": "method: npo\n", "beta_zero": "method: {name: npo, beta: 0}\n",
-                       "compare": "recipe: default\nmethods: [npo]\n"}.items():
-        (recipes / f"{name}.yaml").write_text(text)
-    (recipes / "latin1.yaml").write_bytes(b"description: " + LATIN1 + b"\n")
-
-    _tofu_dir(root / "tofu_missing", forget01_perturbed=None)
-    _tofu_dir(root / "tofu_empty_answer", forget01_perturbed=[_perturbed(0), _perturbed(1, answer="")])
-    _tofu_dir(root / "tofu_blank_question", retain_perturbed=[_perturbed(10, question="   ")])
-    _tofu_dir(root / "tofu_holdout_answer", holdout01=[_qa(3), _qa(4, answer="")])
-    _tofu_dir(root / "tofu_no_perturbed", forget01_perturbed=[_perturbed(0, perturbed_answer=[])])
-    _tofu_dir(root / "tofu_latin1", forget01_perturbed=json.dumps(_perturbed(0)).encode() + b"\n" + LATIN1 + b"\n")
-    _tofu_dir(root / "tofu_bad_json", forget01_perturbed=json.dumps(_perturbed(0)).encode() + b'\n{"question": \n')
-
-    requests = root / "requests"
-    requests.mkdir()
-    (requests / "empty_text.jsonl").write_text('{"text": "Please forget this."}\n{"text": ""}\n')
-    (requests / "empty_answer.jsonl").write_text('{"question": "Who?", "answer": " "}\n')
-    (requests / "not_json.jsonl").write_text('{"text": "ok"}\n{text: no quotes}\n')
-    (requests / "latin1.jsonl").write_bytes(b'{"text": "' + LATIN1 + b'"}\n')
-    (requests / "latin1.txt").write_bytes(LATIN1 + b"\n")
-    (requests / "object.json").write_text('{"text": "one request, not a list"}')
-    (requests / "generic_blank.json").write_text('["a generic text", "  "]')
-
-    world = load_world(None, 0, "small")  # built by the `good` run, in the session's cache
-    _model_dirs(root / "models", world.model_dir("target"))
-    for name, text in {"wmdp": json.dumps([{"question": "Q?", "choices": ["a", "b"], "answer": 0}]),
-                       "wmdp_bad": "[{not json"}.items():
-        (root / name).mkdir()
-        (root / name / "bio_questions.json").write_text(text)
-        (root / name / "cyber_questions.json").write_text(text)
-    return root
 
 
 # ------------------------------------------------------------------------------------------ the table
