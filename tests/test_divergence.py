@@ -39,7 +39,8 @@ def test_non_finite_logits_stop_training_even_when_the_loss_is_finite(train_tiny
 
 def test_a_diverged_run_says_so_everywhere_and_exits_4(env, tmp_path):
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["run", "world.size=small", "method.name=grad_ascent", "train.lr=1000",
+    # Adam's first steps move every weight by about lr: 1e30 overflows float32 within a few steps on any stack
+    result = CliRunner().invoke(app, ["run", "world.size=small", "method.name=grad_ascent", "train.lr=1e30",
                                       "train.steps=40", "train.max_grad_norm=null", "attacks.relearn.enabled=false",
                                       "--out", str(out), "-q"], env=env)
     assert result.exit_code == EXIT_DIVERGED == 4, (result.output, result.exception)
@@ -50,6 +51,8 @@ def test_a_diverged_run_says_so_everywhere_and_exits_4(env, tmp_path):
     assert f"**Training stopped early:** {stopped}" in (out / "report.md").read_text()
     assert "Training stopped early (divergence guard)" in (out / "report.html").read_text()
     assert (out / "model" / "model.safetensors").is_file()  # the last complete step's weights are kept
+    assert report["non_finite"] and all(report["after"][p.split(".", 1)[1]] is None
+                                        for p in report["non_finite"] if p.startswith("after."))
 
 
 def test_evaluating_a_broken_model_reports_non_finite_scores(env, tmp_path, cache_dir):

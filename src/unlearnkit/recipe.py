@@ -136,16 +136,6 @@ class TrainSection(_Section):
     resume_from: Text | None = None
 
 
-class EvalSection(_Section):
-    before: bool = True  # evaluate the starting model too (cached for the tiny world)
-    batch_size: PositiveInt = 32
-    max_new_tokens: PositiveInt = 200
-    retain_model: Text | None = None  # tofu: the retain model (hub id or dir) for forget quality
-    retain_logs: Text | None = None  # or a report/eval JSON holding its forget truth ratios
-    privacy: bool | None = None  # MIA suite, privleak, memorization; null: on when the benchmark has a holdout
-    select: "SelectSection" = Field(default_factory=lambda: SelectSection())
-
-
 class SelectSection(_Section):
     """Evaluation during training and checkpoint selection (`unlearnkit.selection`)."""
 
@@ -157,6 +147,16 @@ class SelectSection(_Section):
     min_retain_ratio: Fraction | None = 0.9  # best: keep retain_prob >= ratio x its value before training
     target: Finite | None = None  # first_at_or_below: e.g. the retain model's forget_prob (MUSE's rule)
     constraint_metric: Text = "retain_prob"  # what min_retain_ratio applies to (model_utility needs metrics: full)
+
+
+class EvalSection(_Section):
+    before: bool = True  # evaluate the starting model too (cached for the tiny world)
+    batch_size: PositiveInt = 32
+    max_new_tokens: PositiveInt = 200
+    retain_model: Text | None = None  # tofu: the retain model (hub id or dir) for forget quality
+    retain_logs: Text | None = None  # or a report/eval JSON holding its forget truth ratios
+    privacy: bool | None = None  # MIA suite, privleak, memorization; null: on when the benchmark has a holdout
+    select: SelectSection = Field(default_factory=SelectSection)
 
 
 class WorldSection(_Section):
