@@ -56,11 +56,13 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
 def _load_errors() -> tuple[type[BaseException], ...]:
     """What transformers, safetensors and huggingface_hub raise for a folder or hub id they cannot load: bad or
     missing files (OSError, ValueError incl. JSON errors), configs with wrong fields (TypeError, KeyError, the hub's
-    strict-dataclass errors, AssertionError), weights that do not fit the config or memory (RuntimeError)."""
+    strict-dataclass errors, AssertionError), weights that do not fit the config or memory (RuntimeError), and a
+    file that needs a package the environment lacks (ImportError: transformers 4.x asks for protobuf when it
+    cannot parse a tokenizer.json)."""
     from safetensors import SafetensorError
 
     errors: list[type[BaseException]] = [OSError, ValueError, TypeError, KeyError, RuntimeError, AssertionError,
-                                         SafetensorError]
+                                         ImportError, SafetensorError]
     try:
         from huggingface_hub.errors import StrictDataclassError
 
