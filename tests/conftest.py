@@ -196,3 +196,18 @@ def isolated_env(env):
             mp.setenv(key, value)
         yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def cli(env):
+    """cli(*args) -> click Result of `unlearn ARGS` in-process (typer's CliRunner; stdout and stderr apart)."""
+    from typer.testing import CliRunner
+
+    from unlearnkit.cli import app
+
+    runner = CliRunner()
+
+    def invoke(*args):
+        return runner.invoke(app, [str(a) for a in args], env=env)
+
+    return invoke

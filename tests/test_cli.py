@@ -32,17 +32,6 @@ METHOD_NAMES = {"dpo", "dpo_generic_preferred", "eru", "grad_ascent", "grad_diff
 pytestmark = pytest.mark.usefixtures("isolated_env")
 
 
-@pytest.fixture
-def cli(env):
-    """cli(*args) -> click Result, from an in-process CliRunner (stdout and stderr separate)."""
-    runner = CliRunner()
-
-    def invoke(*args: str):
-        return runner.invoke(app, [str(a) for a in args], env=env)
-
-    return invoke
-
-
 def run_subprocess(args, env, cwd, timeout=120) -> subprocess.CompletedProcess:
     full_env = {**os.environ, **env}
     full_env.pop("UNLEARN_DEBUG", None)

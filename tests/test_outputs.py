@@ -14,23 +14,11 @@ import threading
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from unlearnkit.cli import app
 from unlearnkit.errors import UnlearnError
 from unlearnkit.outputs import MARKER, check_output_dir, check_output_file, output_dir, write_output_file
 
 pytestmark = pytest.mark.usefixtures("isolated_env")
-
-
-@pytest.fixture
-def cli(env):
-    runner = CliRunner()
-
-    def invoke(*args: str):
-        return runner.invoke(app, [str(a) for a in args], env=env)
-
-    return invoke
 
 
 def snapshot(directory: Path) -> dict[str, str]:

@@ -24,16 +24,6 @@ RUN = ("run", "world.size=small", f"train.steps={STEPS}", "train.lr=5e-4", "atta
        "eval.before=false", "-q")
 
 
-@pytest.fixture
-def cli(env):
-    runner = CliRunner()
-
-    def invoke(*args: str):
-        return runner.invoke(app, [str(a) for a in args], env=env)
-
-    return invoke
-
-
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, env) -> Path:
     out = tmp_path_factory.mktemp("whole") / "out"

@@ -21,6 +21,7 @@ from typing import Callable
 from unlearnkit.data.training import build_training_data, training_data  # noqa: F401  (public here too)
 from unlearnkit.errors import UnlearnError
 from unlearnkit.recipe import Recipe
+from unlearnkit.resume import check_resumable, train_settings
 
 
 def _load_start_model(recipe: Recipe, bench):
@@ -139,57 +140,6 @@ def _evaluate(model, tokenizer, bench, recipe, fmt, retain_trs, safety, progress
     return result
 
 
-def _check_resumable(recipe: Recipe, method) -> None:
-    """--resume continues one training run from a checkpoint; refuse what that cannot reproduce."""
-    from unlearnkit.methods.base import ModelEdit
-
-    why = ("it trains in several phases" if isinstance(method, ModelEdit) else
-           "it unlearns several requests (data.sequential)" if recipe.data.sequential else
-           "its checkpoint selection (eval.select) is not checkpointed" if recipe.eval.select.every > 0 else
-           "train.resume_from already names a checkpoint" if recipe.train.resume_from else None)
-    if why:
-        raise UnlearnError(f"--resume cannot continue this run: {why}; run it again without --resume"
-                           " (add --restart to discard the partial run)")
-
-
-def _resume_settings(recipe: Recipe, partial: Path, resume: bool):
-    """The train settings, continuing from the partial run's last checkpoint with `resume`.
-
-    A fresh run records its resolved recipe in the partial folder; a resumed one must match it."""
-    import json
-
-    from unlearnkit.outputs import checkpoints
-    from unlearnkit.train import TrainConfig
-
-    resolved = json.loads(json.dumps({k: v for k, v in recipe.resolved().items() if k != "output_dir"}, default=str))
-    saved_path = partial / "recipe.json"
-    if resume and saved_path.is_file():
-        saved = json.loads(saved_path.read_text())
-        if saved != resolved:
-            raise UnlearnError(f"--resume: the interrupted run in {partial} used {_first_difference(saved, resolved)};"
-                               " run the same command with --resume, or use --restart to discard it and start over")
-    if recipe.train.resume_from:
-        from unlearnkit.checkpoint import check_checkpoint
-
-        check_checkpoint(recipe.train.resume_from)  # before anything is loaded
-    saved_path.write_text(json.dumps(resolved, indent=1, default=str))
-    settings = recipe.train.model_dump()
-    if resume and checkpoints(partial):
-        settings["resume_from"] = str(checkpoints(partial)[-1])
-    return TrainConfig(seed=recipe.seed, **settings)
-
-
-def _first_difference(old: dict, new: dict, prefix: str = "") -> str:
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            if a != b:
-                return _first_difference(a, b, f"{prefix}{key}.")
-        elif a != b:
-            return f"{prefix}{key}={a!r} (this command: {b!r})"
-    return "other settings"
-
-
 def run(recipe: Recipe, out_dir: str | os.PathLike | None = None, *, progress: bool = True,
         log: Callable[[str], None] = print, resume: bool = False, restart: bool = False,
         command: list[str] | None = None) -> dict:
@@ -211,9 +161,9 @@ def run(recipe: Recipe, out_dir: str | os.PathLike | None = None, *, progress: b
         raise UnlearnError(f"{method.registry_name} does not train LoRA adapters; remove model.lora from the recipe")
     fmt = get_format(recipe.data.format, recipe.data.system_prompt)
     if resume:
-        _check_resumable(recipe, method)
+        check_resumable(recipe, method)
     with output_dir(out, "run", resume=resume, restart=restart, command=command, log=log) as tmp:
-        cfg = _resume_settings(recipe, tmp, resume)
+        cfg = train_settings(recipe, tmp, resume)
         with recording_reads() as reads:
             report = _run_in(tmp, recipe, method, fmt, cfg, progress, log)
         from unlearnkit.manifest import build_manifest

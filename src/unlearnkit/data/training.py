@@ -3,7 +3,12 @@ tokenised for the method's objective."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from unlearnkit.errors import UnlearnError
+
+if TYPE_CHECKING:
+    from unlearnkit.recipe import Recipe
 
 
 def build_training_data(recipe: Recipe, method, bench, tokenizer, fmt, forget_rows: list[dict] | None = None):
