@@ -145,3 +145,25 @@ def test_resume_refusals(cli, tmp_path):
     (damaged / "trainer_state.json").write_text("{}")
     broken = cli(*RUN, f"train.resume_from={damaged}", "--out", tmp_path / "r")
     assert broken.exit_code == 2 and "is damaged" in broken.stderr, broken.output
+
+
+def test_ctrl_c_during_the_evaluation_after_training_resumes_without_training_again(cli, tmp_path, uninterrupted,
+                                                                                    monkeypatch):
+    import unlearnkit.pipeline as pipeline
+
+    original = pipeline._evaluate
+
+    def interrupted_evaluation(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "_evaluate", interrupted_evaluation)
+    out = tmp_path / "out"
+    result = cli(*RUN, "train.save_every=4", "--out", out)
+    assert result.exit_code == 130 and f"last: checkpoints/step-{STEPS}" in result.stderr, result.output
+    monkeypatch.setattr(pipeline, "_evaluate", original)
+    trained = []
+    monkeypatch.setattr(train_module, "_average_gradients_across_ranks", lambda *a: trained.append(1))
+    resumed = cli(*RUN, "train.save_every=4", "--out", out, "--resume")
+    assert resumed.exit_code == 0, (resumed.output, resumed.exception)
+    assert trained == []  # the checkpoint of the last step: nothing left to train
+    same_run(out, uninterrupted)

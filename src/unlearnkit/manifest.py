@@ -15,6 +15,7 @@ import contextlib
 import contextvars
 import platform
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Iterator
@@ -103,7 +104,9 @@ def model_files(name_or_path: str, revision: str | None = None) -> dict[str, Any
                                             allow_patterns=["*.safetensors", "*.json"]))
         except Exception as err:  # noqa: BLE001 - the manifest records what it could not read, never fails a run
             return {"source": source, "revision": revision, "files": None, "note": f"not in the local hub cache ({type(err).__name__})"}
-    files = {p.name: file_digest(p) for p in sorted(folder.iterdir()) if p.name.endswith(WEIGHT_SUFFIXES)}
+    shards = [p for p in sorted(folder.iterdir()) if p.name.endswith(WEIGHT_SUFFIXES)]
+    with ThreadPoolExecutor(max_workers=min(8, len(shards) or 1)) as pool:  # hashlib releases the GIL
+        files = dict(zip((p.name for p in shards), pool.map(file_digest, shards)))
     return {"source": source, "path": str(folder.resolve()), "revision": revision, "files": files}
 
 

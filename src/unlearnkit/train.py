@@ -278,7 +278,8 @@ def train(model: nn.Module, method: UnlearningMethod, data: UnlearnData, cfg: Tr
             bar.set_postfix({k: f"{v:.3g}" for k, v in sums.items()})
             if on_step is not None:
                 on_step(step, record)
-            if out_dir is not None and cfg.save_every and step % cfg.save_every == 0 and step < total:
+            # every N steps, and the last step: an interrupted evaluation after training can then resume
+            if out_dir is not None and cfg.save_every and (step % cfg.save_every == 0 or step == total):
                 save(step)
             if _any_rank(interrupt["requested"], accelerator):
                 break
