@@ -70,7 +70,7 @@ def check_digest(model, out: Path) -> None:
 
 
 def check_grun_kv(shape: str, device: str) -> None:
-    from unlearnkit.edits import add_edit, edit_positions, edits_disabled
+    from unlearnkit.model.edits import add_edit, edit_positions, edits_disabled
 
     model = build(shape, torch.float32, device)
     edit = add_edit(model, [len(model.model.layers) // 2], rank=4)
@@ -100,7 +100,7 @@ def check_grun_kv(shape: str, device: str) -> None:
 
 
 def check_watch(shape: str, device: str, steps: int) -> None:
-    import unlearnkit.train as trainer
+    import unlearnkit.train.loop as trainer
     from unlearnkit.data.batch import Example
     from unlearnkit.data.pairing import UnlearnData
     from unlearnkit.methods.grad_ascent import GradAscent

@@ -8,7 +8,7 @@ import signal
 
 import torch
 
-import unlearnkit.train as trainer
+import unlearnkit.train.loop as trainer
 from unlearnkit.cli import main
 
 if os.environ.get("UNLEARNKIT_DETERMINISTIC"):

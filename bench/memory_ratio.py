@@ -27,7 +27,7 @@ Why NPO's ratio can be ≈ 1. NPO's loss needs log π_ref(y|x) of each forget ro
 starting model. Naively that means keeping a second copy of the weights for the whole run
 (+1× weights on top of GA's weights + grads + 2× AdamW state ≈ +25%). But NPO declares
 ``needs_reference() == "logprobs"`` and the forget set is fixed, so the trainer (see
-``unlearnkit/reference.py`` and ``train.py``) deep-copies the model, precomputes the reference
+``unlearnkit/train/reference.py`` and ``train/loop.py``) deep-copies the model, precomputes the reference
 sequence log-probs of every forget/extra row once — before the optimizer state exists — caches
 them by row content, and *releases* the copy. During training NPO then reads the cache and holds
 nothing GA does not. (With ``retain_loss: kl`` the copy must stay; the ratio then grows by ≈ one
@@ -159,7 +159,7 @@ def child(args) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from unlearnkit.models import tiny_llama
+    from unlearnkit.model import tiny_llama
     from unlearnkit.registry import METHODS
     from unlearnkit.train import TrainConfig, train
     import accelerate  # noqa: F401  (imported by train(); load it before the baseline)

@@ -92,7 +92,7 @@ def make_examples(n: int, seq: int, vocab: int, seed: int):
 
 
 def build_model(args):
-    from unlearnkit.models import tiny_llama
+    from unlearnkit.model import tiny_llama
 
     return tiny_llama(args.vocab, hidden=args.hidden, layers=args.layers, heads=args.heads,
                       max_positions=max(256, args.seq), seed=args.seed, pad_id=0)

@@ -102,7 +102,7 @@ def make_toy_data(n_forget: int = 8, n_retain: int = 8, seed: int = 0) -> Unlear
 
 @pytest.fixture(scope="session")
 def _tiny_model_master():
-    from unlearnkit.models import tiny_llama
+    from unlearnkit.model import tiny_llama
 
     return tiny_llama(vocab_size=VOCAB_SIZE, hidden=32, layers=2, heads=2, seed=0).eval()
 

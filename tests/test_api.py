@@ -21,7 +21,7 @@ def small_world(tmp_path_factory):
 
 
 def test_unlearn_then_evaluate_lowers_forget_probability(small_world):
-    from unlearnkit.models import load_model, load_tokenizer
+    from unlearnkit.model import load_model, load_tokenizer
 
     art, _ = small_world
     model, tokenizer = load_model(str(art.target_dir)), load_tokenizer(str(art.target_dir))
@@ -35,7 +35,7 @@ def test_unlearn_then_evaluate_lowers_forget_probability(small_world):
 
 
 def test_unlearn_needs_retain_rows_for_retain_methods(small_world):
-    from unlearnkit.models import load_model, load_tokenizer
+    from unlearnkit.model import load_model, load_tokenizer
 
     art, _ = small_world
     model, tokenizer = load_model(str(art.target_dir)), load_tokenizer(str(art.target_dir))

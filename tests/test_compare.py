@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from unlearnkit.cli import app
-from unlearnkit.compare import compare, load_compare_recipe, markdown, parse_method_overrides, plot
+from unlearnkit.pipeline.compare import compare, load_compare_recipe, markdown, parse_method_overrides, plot
 from unlearnkit.errors import UnlearnError
 from unlearnkit.recipe import RECIPES_DIR, list_recipes, load_recipe
 from unlearnkit.registry import METHODS

@@ -56,7 +56,7 @@ def test_a_diverged_run_says_so_everywhere_and_exits_4(env, tmp_path):
 
 
 def test_evaluating_a_broken_model_reports_non_finite_scores(env, tmp_path, cache_dir):
-    from unlearnkit.models import load_model, load_tokenizer
+    from unlearnkit.model import load_model, load_tokenizer
     from unlearnkit.world.build import ensure_world
 
     world = ensure_world(cache_dir, size="small", progress=False, log=lambda m: None)

@@ -1,4 +1,4 @@
-"""Gated representation edits (`unlearnkit.edits`): where they act, identities, KV cache, save/load."""
+"""Gated representation edits (`unlearnkit.model.edits`): where they act, identities, KV cache, save/load."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import copy
 import pytest
 import torch
 
-from unlearnkit.edits import (add_edit, edit_positions, edit_stack, edits_disabled, has_edits, load_edits,
+from unlearnkit.model.edits import (add_edit, edit_positions, edit_stack, edits_disabled, has_edits, load_edits,
                               only_edit_enabled, save_edits)
 from unlearnkit.errors import UnlearnError
-from unlearnkit.hooks import prompt_end_positions, resolve_layers, tokens_in_cache
+from unlearnkit.model.hooks import prompt_end_positions, resolve_layers, tokens_in_cache
 
 
 def logits(model, ids, mask=None):

@@ -34,7 +34,7 @@ def model_dir(cache_dir):
 
 @pytest.mark.parametrize("name", sorted(METHODS.names()))
 def test_method_trains_on_tofu_rows_with_a_pretrained_model(name, tofu_rows, model_dir, tmp_path):
-    from unlearnkit.models import load_model, load_tokenizer
+    from unlearnkit.model import load_model, load_tokenizer
 
     forget, retain = tofu_rows
     model, tokenizer = load_model(model_dir), load_tokenizer(model_dir)

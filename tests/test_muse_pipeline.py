@@ -29,8 +29,8 @@ def muse_run(tmp_path_factory):
 
 
 def bench_and_tokenizer():
-    from unlearnkit.evaluation import load_benchmark
-    from unlearnkit.models import load_tokenizer
+    from unlearnkit.benchmarks.evaluation import load_benchmark
+    from unlearnkit.model import load_tokenizer
 
     recipe = load_recipe("muse/world", SMALL)
     bench = load_benchmark(recipe.data, recipe.world, log=lambda m: None, progress=False)
@@ -57,7 +57,7 @@ def test_muse_run_reports_muse_metrics_before_and_after(muse_run):
 def test_privleak_uses_the_retain_models_auc_on_the_privleak_texts(muse_run):
     from unlearnkit.benchmarks.privacy import text_min_k_auc
     from unlearnkit.metrics.mia import privleak
-    from unlearnkit.models import load_model
+    from unlearnkit.model import load_model
 
     _, report = muse_run
     _, bench, tokenizer = bench_and_tokenizer()

@@ -1,4 +1,4 @@
-"""Output folders and files (`unlearnkit.outputs`): what the user named is never lost.
+"""Output folders and files (`unlearnkit.pipeline.outputs`): what the user named is never lost.
 
 A folder or file unlearnkit did not write is refused before any work starts, with one `error:` line and
 nothing changed; an earlier output of ours is replaced only when complete; two processes never write
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from unlearnkit.errors import UnlearnError
-from unlearnkit.outputs import MARKER, check_output_dir, check_output_file, output_dir, write_output_file
+from unlearnkit.pipeline.outputs import MARKER, check_output_dir, check_output_file, output_dir, write_output_file
 
 pytestmark = pytest.mark.usefixtures("isolated_env")
 
@@ -52,7 +52,7 @@ RUN = ("run", "world.size=small", "train.steps=2", "attacks.relearn.enabled=fals
 # ----------------------------------------------------------------------------- refused before any work
 
 def test_a_folder_of_the_users_files_is_refused_and_left_as_it_was(cli, user_project, monkeypatch):
-    import unlearnkit.pipeline as pipeline
+    import unlearnkit.pipeline.runner as pipeline
 
     monkeypatch.setattr(pipeline, "_run_in", lambda *a, **k: pytest.fail("work started"))
     before = snapshot(user_project)

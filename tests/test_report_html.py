@@ -12,7 +12,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from unlearnkit.report_html import render, write_html
+from unlearnkit.report.html import render, write_html
 
 
 class Page(HTMLParser):

@@ -14,7 +14,7 @@ import pytest
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-import unlearnkit.train as train_module
+import unlearnkit.train.loop as train_module
 from unlearnkit.cli import app
 
 pytestmark = pytest.mark.usefixtures("isolated_env")
@@ -149,7 +149,7 @@ def test_resume_refusals(cli, tmp_path):
 
 def test_ctrl_c_during_the_evaluation_after_training_resumes_without_training_again(cli, tmp_path, uninterrupted,
                                                                                     monkeypatch):
-    import unlearnkit.pipeline as pipeline
+    import unlearnkit.pipeline.runner as pipeline
 
     original = pipeline._evaluate
 

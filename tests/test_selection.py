@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from unlearnkit.errors import UnlearnError
-from unlearnkit.selection import CheckpointSelector
+from unlearnkit.pipeline.selection import CheckpointSelector
 
 
 class Scripted:

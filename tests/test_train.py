@@ -13,15 +13,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import unlearnkit.train as train_module
+import unlearnkit.train.loop as train_module
 from unlearnkit.data.batch import collate
 from unlearnkit.data.pairing import UnlearnData, epoch_batches
 from unlearnkit.errors import UnlearnError
 from unlearnkit.losses import nll, sequence_logprob
 from unlearnkit.methods.base import LossOutput, UnlearningMethod
 from unlearnkit.methods.finetune import Finetune
-from unlearnkit.models import LoraSpec, wrap_lora
-from unlearnkit.reference import Reference
+from unlearnkit.model import LoraSpec, wrap_lora
+from unlearnkit.train.reference import Reference
 from unlearnkit.registry import METHODS
 
 ADAM_BETA1 = 0.9  # TrainConfig default: after one step AdamW's exp_avg is (1 − β1)·grad

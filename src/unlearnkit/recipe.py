@@ -29,7 +29,7 @@ from unlearnkit.registry import (METHODS, Finite, Fraction, NonNegative, NonNega
                                  did_you_mean, field_problem, show_value)
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"  # recipes/ at the repository root links here
-COMPARE_DIR = "compare"  # recipes/compare/: compare recipes (unlearnkit.compare), listed apart
+COMPARE_DIR = "compare"  # recipes/compare/: compare recipes (unlearnkit.pipeline.compare), listed apart
 
 
 def _not_blank(value: str) -> str:
@@ -137,7 +137,7 @@ class TrainSection(_Section):
 
 
 class SelectSection(_Section):
-    """Evaluation during training and checkpoint selection (`unlearnkit.selection`)."""
+    """Evaluation during training and checkpoint selection (`unlearnkit.pipeline.selection`)."""
 
     every: NonNegativeInt = 0  # score every N optimizer steps (0: off, the last step is kept)
     metrics: Literal["cheap", "full"] = "cheap"  # cheap: forget/retain prob, teacher-forced; full: the whole suite

@@ -268,7 +268,7 @@ def chat_model_dir(tmp_path_factory):
     """A tiny Llama with the world tokenizer (QA chat template) and a sampling generation_config."""
     from transformers import GenerationConfig
 
-    from unlearnkit.models import tiny_llama
+    from unlearnkit.model import tiny_llama
     from unlearnkit.world.tokenizer import train_world_tokenizer
 
     tok = train_world_tokenizer(["Question: Who wrote the book?", "Answer: A tiny author wrote it."] * 4,

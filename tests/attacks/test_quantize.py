@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from unlearnkit.attacks.quantize import quantize_model, quantize_tensor
-from unlearnkit.edits import add_edit
+from unlearnkit.model.edits import add_edit
 
 
 def _linears(model):

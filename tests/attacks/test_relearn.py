@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from unlearnkit.attacks.relearn import RelearnObjective, forgetting_kept, relearn
-from unlearnkit.edits import add_edit, has_edits
+from unlearnkit.model.edits import add_edit, has_edits
 
 
 class IdFormat:
@@ -86,7 +86,7 @@ def test_relearn_keeps_grun_edits_and_trains_them_unless_told(tiny_model, toy_da
 
 
 def test_relearn_objective_puts_edits_at_the_prompt_end(tiny_model, toy_batch):
-    from unlearnkit.edits import edit_stack
+    from unlearnkit.model.edits import edit_stack
 
     add_edit(tiny_model, layers=[1], rank=2)
     seen = []
@@ -100,7 +100,7 @@ def test_relearn_objective_puts_edits_at_the_prompt_end(tiny_model, toy_batch):
     stack._after_block = spy
     stack.attach(tiny_model)
     RelearnObjective().loss(tiny_model, toy_batch, None)
-    from unlearnkit.hooks import prompt_end_positions
+    from unlearnkit.model.hooks import prompt_end_positions
 
     assert seen and torch.equal(seen[0], prompt_end_positions(toy_batch.forget.labels))
 

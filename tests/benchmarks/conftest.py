@@ -57,7 +57,7 @@ def tokenizer():
 
 
 def build_model(tokenizer, seed: int = 0):
-    from unlearnkit.models import tiny_llama
+    from unlearnkit.model import tiny_llama
 
     model = tiny_llama(
         len(tokenizer), hidden=32, layers=2, heads=2, seed=seed,

@@ -212,7 +212,7 @@ def test_judges_by_name_settings_or_instance():
 
 @pytest.fixture(scope="module")
 def safety_models(cache_dir):
-    from unlearnkit.models import load_model, load_tokenizer
+    from unlearnkit.model import load_model, load_tokenizer
     from unlearnkit.world.safety_build import ensure_safety_world
 
     art = ensure_safety_world(cache_dir, size="small", progress=False, log=lambda message: None)

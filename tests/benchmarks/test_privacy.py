@@ -136,7 +136,7 @@ def test_bad_rows_are_user_errors(model, tokenizer, fmt):
 def test_text_privleak_for_muse(tmp_path):
     from unlearnkit.benchmarks.privacy import muse_privleak, text_min_k_auc
     from unlearnkit.metrics import mia
-    from unlearnkit.models import tiny_llama
+    from unlearnkit.model import tiny_llama
     from unlearnkit.world.tokenizer import train_world_tokenizer
 
     texts = [f"The river at town {i} ran north for {i} miles." for i in range(8)]

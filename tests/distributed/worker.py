@@ -10,7 +10,7 @@ import torch
 from unlearnkit.data.batch import Example
 from unlearnkit.data.pairing import UnlearnData
 from unlearnkit.methods.grad_diff import GradDiff
-from unlearnkit.models import tiny_llama
+from unlearnkit.model import tiny_llama
 from unlearnkit.train import TrainConfig, train
 
 

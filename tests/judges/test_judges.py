@@ -121,7 +121,7 @@ def tokenizer_factory():
 @pytest.fixture(scope="module")
 def guard_dir(tmp_path_factory, tokenizer_factory):
     """A tiny Llama 'guard' (random weights) saved with a guard-style chat template."""
-    from unlearnkit.models import tiny_llama
+    from unlearnkit.model import tiny_llama
 
     tok = tokenizer_factory(GUARD_TEMPLATE)
     model = tiny_llama(len(tok), hidden=32, layers=2, heads=2, seed=0, bos_id=tok.bos_token_id,

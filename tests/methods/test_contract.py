@@ -18,12 +18,12 @@ import pytest
 import torch
 
 from unlearnkit.data.batch import collate
-from unlearnkit.edits import edit_positions
+from unlearnkit.model.edits import edit_positions
 from unlearnkit.errors import UnlearnError
-from unlearnkit.hooks import prompt_end_positions
+from unlearnkit.model.hooks import prompt_end_positions
 from unlearnkit.losses import nll
-from unlearnkit.models import LoraSpec, wrap_lora
-from unlearnkit.reference import Reference
+from unlearnkit.model import LoraSpec, wrap_lora
+from unlearnkit.train.reference import Reference
 from unlearnkit.methods.base import ModelEdit
 from unlearnkit.registry import METHODS
 

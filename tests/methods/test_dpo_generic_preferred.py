@@ -21,7 +21,7 @@ from unlearnkit.losses import sequence_logprob
 from unlearnkit.methods.dpo_generic_preferred import DPOGenericPreferred
 from unlearnkit.pipeline import build_training_data
 from unlearnkit.recipe import Recipe
-from unlearnkit.reference import Reference
+from unlearnkit.train.reference import Reference
 from unlearnkit.registry import METHODS
 
 

@@ -14,12 +14,12 @@ import torch
 
 from unlearnkit.data.batch import collate
 from unlearnkit.errors import UnlearnError
-from unlearnkit.hooks import ablate_directions, capture_outputs, gather_positions, prompt_end_positions
+from unlearnkit.model.hooks import ablate_directions, capture_outputs, gather_positions, prompt_end_positions
 from unlearnkit.losses import token_logprobs
 from unlearnkit.methods.eru import ERU
 from unlearnkit.methods.inner_attacks import latent_pgd, project_to_ball, refusal_directions
 from unlearnkit.methods.npo import NPO
-from unlearnkit.reference import Reference
+from unlearnkit.train.reference import Reference
 from unlearnkit.registry import METHODS
 
 
@@ -171,7 +171,7 @@ def test_pgd_stays_in_the_ball_raises_the_likelihood_and_moves_no_parameter(fitt
         norms = delta.norm(dim=-1)
         assert norms.max().item() <= radius * (1 + 1e-5)
         assert norms.max().item() == pytest.approx(radius, rel=1e-4)  # full steps reach the boundary
-    from unlearnkit.hooks import add_to_outputs
+    from unlearnkit.model.hooks import add_to_outputs
     from unlearnkit.losses import nll
 
     with torch.no_grad():

@@ -11,12 +11,12 @@ import torch
 from typer.testing import CliRunner
 
 from unlearnkit.data.batch import collate
-from unlearnkit.edits import edit_positions, edit_stack, edits_disabled
+from unlearnkit.model.edits import edit_positions, edit_stack, edits_disabled
 from unlearnkit.errors import UnlearnError
-from unlearnkit.hooks import prompt_end_positions
+from unlearnkit.model.hooks import prompt_end_positions
 from unlearnkit.losses import nll, sequence_logprob
 from unlearnkit.methods.grun import GRUN
-from unlearnkit.reference import Reference
+from unlearnkit.train.reference import Reference
 from unlearnkit.registry import METHODS
 
 
@@ -71,7 +71,7 @@ def test_bad_fields_and_lora_are_user_errors(tiny_model):
         METHODS.build("grun", base="ppo")
     with pytest.raises(UnlearnError, match="does not exist"):
         GRUN(layers=[9]).prepare(tiny_model)
-    from unlearnkit.models import LoraSpec, wrap_lora
+    from unlearnkit.model import LoraSpec, wrap_lora
 
     with pytest.raises(UnlearnError, match="remove model.lora"):
         GRUN().prepare(wrap_lora(tiny_model, LoraSpec(r=2)))
@@ -106,7 +106,7 @@ def test_grun_run_trains_under_one_percent_and_saves_its_edit_apart(grun_run):
 
 def test_saved_grun_model_reloads_in_unlearn_eval_with_its_edit(grun_run, tmp_path, env):
     from unlearnkit.cli import app
-    from unlearnkit.models import load_model
+    from unlearnkit.model import load_model
 
     out, report = grun_run
     assert edit_stack(load_model(str(out / "model"))) is not None

@@ -24,7 +24,7 @@ from unlearnkit.methods.grad_diff import GradDiff
 from unlearnkit.methods.idk import IDK
 from unlearnkit.methods.npo import NPO
 from unlearnkit.methods.simnpo import SimNPO
-from unlearnkit.reference import Reference
+from unlearnkit.train.reference import Reference
 from unlearnkit.registry import METHODS
 
 

@@ -23,10 +23,10 @@ from unlearnkit.methods.base import ModelEdit
 from unlearnkit.methods.finetune import Finetune
 from unlearnkit.methods.sku import HarmfulKnowledge, random_answer_batch
 from unlearnkit.methods.task_vector import TaskVector
-from unlearnkit.models import LoraSpec, merge_lora, wrap_lora
-from unlearnkit.reference import Reference, is_peft_model
+from unlearnkit.model import LoraSpec, merge_lora, wrap_lora
+from unlearnkit.train.reference import Reference, is_peft_model
 from unlearnkit.registry import METHODS
-from unlearnkit.task_arithmetic import float_tensors, negate_in_place, snapshot, task_vector
+from unlearnkit.model.task_arithmetic import float_tensors, negate_in_place, snapshot, task_vector
 from unlearnkit.train import TrainConfig, train
 
 EDITS = [n for n in METHODS.names() if issubclass(METHODS.get(n), ModelEdit)]

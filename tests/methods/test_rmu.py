@@ -12,8 +12,8 @@ from torch import nn
 
 from unlearnkit.errors import UnlearnError
 from unlearnkit.methods.rmu import RMU
-from unlearnkit.models import LoraSpec, wrap_lora
-from unlearnkit.reference import Reference
+from unlearnkit.model import LoraSpec, wrap_lora
+from unlearnkit.train.reference import Reference
 from unlearnkit.registry import METHODS
 from unlearnkit.train import freeze_except
 
@@ -33,7 +33,7 @@ def test_prepare_returns_only_the_down_projections_of_the_train_layers(tiny_mode
         "model.layers.0.mlp.down_proj.weight", "model.layers.1.mlp.down_proj.weight"}
     assert names_of(tiny_model, prepared(RMU(), tiny_model)) == {"model.layers.0.mlp.down_proj.weight"}
     assert method.prepare(tiny_model)[0]["lr_scale"] == 10.0  # the seeds' ~10x a fine-tune's lr
-    from unlearnkit.train import _param_groups
+    from unlearnkit.train.loop import _param_groups
 
     assert _param_groups(RMU(lr_scale=3.0).prepare(tiny_model), 1e-4)[0]["lr"] == pytest.approx(3e-4)
 
@@ -53,7 +53,7 @@ def test_the_retain_term_is_zero_at_the_start(tiny_model, toy_batch):
 
 @pytest.mark.parametrize("layer", [0, 1])
 def test_the_forget_term_at_the_start_is_the_masked_mse_to_c_u(toy_batch, layer):
-    from unlearnkit.models import tiny_llama
+    from unlearnkit.model import tiny_llama
 
     model = tiny_llama(vocab_size=64, hidden=32, layers=3, heads=2, seed=1).eval()  # ℓ + 1 is not the last state
     coeff, seed = 7.0, 3

@@ -146,7 +146,7 @@ def test_small_world_builds_in_seconds_and_behaves(small):
 
 def test_saved_models_reproduce_the_recorded_behaviour(small):
     from unlearnkit.benchmarks.harmfulness import evaluate_harmfulness
-    from unlearnkit.models import load_model, load_tokenizer
+    from unlearnkit.model import load_model, load_tokenizer
 
     for which, expected_harmful in (("compliant", True), ("aligned", False)):
         model = load_model(str(small.model_dir(which)))
@@ -174,8 +174,10 @@ def test_cached_world_loads_without_rebuilding(small, cache_dir):
 
 def test_build_is_deterministic(tmp_path, monkeypatch):
     """Two builds of the same (shortened) spec give byte-identical weights and the same measurements."""
-    spec, settings = safety_build.SIZES["small"]
-    monkeypatch.setitem(safety_build.SIZES, "small",
+    from unlearnkit.world import safety_data
+
+    spec, settings = safety_data.SIZES["small"]
+    monkeypatch.setitem(safety_data.SIZES, "small",
                         (replace(spec, n_categories=2, n_benign_tasks=3, n_general=2),
                          {**settings, "compliant_epochs": 1, "aligned_epochs": 1}))
     builds = [safety_build.build_safety_world(tmp_path / name, size="small", progress=False, log=lambda m: None)

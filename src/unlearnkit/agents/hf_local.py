@@ -52,7 +52,7 @@ class HFLocalBackend(ChatBackend):
     def load(self) -> tuple[Any, Any]:
         """(model, tokenizer), loaded once; the model in eval mode on `device`."""
         if self._loaded is None:
-            from unlearnkit.models import load_model, load_tokenizer
+            from unlearnkit.model import load_model, load_tokenizer
 
             name = self.tokenizer or self.model
             tokenizer = load_tokenizer(name, revision=self.revision, trust_remote_code=self.trust_remote_code)
@@ -61,7 +61,7 @@ class HFLocalBackend(ChatBackend):
                                    " instruct/chat model (or a tokenizer directory whose tokenizer_config sets one)")
             model = load_model(self.model, dtype=self.dtype, revision=self.revision,
                                trust_remote_code=self.trust_remote_code)
-            from unlearnkit.models import resolve_device
+            from unlearnkit.model import resolve_device
 
             self._loaded = (model.to(resolve_device(self.device)).eval(), tokenizer)
         return self._loaded

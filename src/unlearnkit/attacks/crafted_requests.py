@@ -260,6 +260,6 @@ def _record_text(row: Any, path: Path, number: int) -> str:
 
 def write_jsonl(path: str | Path, rows: Sequence[dict]) -> None:
     """One JSON object per line, written atomically."""
-    from unlearnkit.checkpoint import write_text_atomic
+    from unlearnkit.train.checkpoint import write_text_atomic
 
     write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))

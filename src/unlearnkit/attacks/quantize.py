@@ -30,7 +30,7 @@ import copy
 import torch
 from torch import nn
 
-from unlearnkit.edits import ATTRIBUTE as EDITS_ATTRIBUTE
+from unlearnkit.model.edits import ATTRIBUTE as EDITS_ATTRIBUTE
 
 SUPPORTED_BITS = (2, 3, 4, 5, 6, 7, 8)
 

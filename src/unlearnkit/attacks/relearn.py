@@ -31,7 +31,7 @@ from typing import Any, Sequence
 
 from torch import nn
 
-from unlearnkit.edits import ATTRIBUTE as EDITS_ATTRIBUTE
+from unlearnkit.model.edits import ATTRIBUTE as EDITS_ATTRIBUTE
 from unlearnkit.errors import UnlearnError
 from unlearnkit.methods.finetune import Finetune
 
@@ -43,8 +43,8 @@ class RelearnObjective(Finetune):
     registry_name = "relearn"
 
     def loss(self, model, batch, ref):
-        from unlearnkit.edits import edit_positions  # a no-op for a model without edits
-        from unlearnkit.hooks import prompt_end_positions
+        from unlearnkit.model.edits import edit_positions  # a no-op for a model without edits
+        from unlearnkit.model.hooks import prompt_end_positions
 
         with edit_positions(model, prompt_end_positions(batch.forget.labels)):
             return super().loss(model, batch, ref)

@@ -250,7 +250,7 @@ def load_truthfulqa(path: str | Path | None = None, revision: str | None = None)
 def safety_world_prompts(split: str, size: str = "default", seed: int = 0) -> list[dict]:
     """A split of the tiny aligned world's data (generated, no build needed): harvest | probe | benign_train |
     benign_test | general | forget | retain (the last two in TOFU's schema, with ``prompt`` = question)."""
-    from unlearnkit.world.safety_build import safety_spec
+    from unlearnkit.world.safety_data import safety_spec
     from unlearnkit.world.safety_data import generate_safety_world
 
     rows = generate_safety_world(safety_spec(size, seed)[0]).split(split)

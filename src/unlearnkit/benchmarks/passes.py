@@ -33,8 +33,8 @@ import numpy as np
 import torch
 
 from unlearnkit.data.batch import IGNORE_INDEX, Example, collate, collate_prompts
-from unlearnkit.edits import edit_positions
-from unlearnkit.hooks import prompt_end_positions
+from unlearnkit.model.edits import edit_positions
+from unlearnkit.model.hooks import prompt_end_positions
 from unlearnkit.losses import logits_of, sequence_logprob_from_logits
 from unlearnkit.metrics.text import cut_at_stop_strings
 

@@ -29,9 +29,9 @@ import torch
 
 from unlearnkit.benchmarks.passes import model_device, score_examples, token_statistics
 from unlearnkit.data.batch import Example, collate
-from unlearnkit.edits import edit_positions
+from unlearnkit.model.edits import edit_positions
 from unlearnkit.errors import UnlearnError
-from unlearnkit.hooks import prompt_end_positions
+from unlearnkit.model.hooks import prompt_end_positions
 from unlearnkit.losses import logits_of, token_logprobs
 from unlearnkit.metrics import memorization, mia
 

@@ -154,7 +154,7 @@ class EncoderBackbone:
 
         torch.manual_seed(self.seed)
         if self.model is None:
-            from unlearnkit.models import load_hint
+            from unlearnkit.model import load_hint
 
             try:  # safetensors only: a pytorch_model.bin would be unpickled
                 self.model = AutoModelForSequenceClassification.from_pretrained(self.model_name, num_labels=2,
@@ -320,7 +320,7 @@ class Inspector:
 
     def save(self, path: str | Path) -> Path:
         """Write the inspector to directory `path` atomically (JSON + safetensors, no pickle)."""
-        from unlearnkit.checkpoint import atomic_dir
+        from unlearnkit.train.checkpoint import atomic_dir
 
         with atomic_dir(path) as tmp:
             self.backbone.save(tmp)

@@ -94,7 +94,7 @@ class HFClassifierJudge(Judge):
         if self._loaded is None:
             from transformers import AutoModelForSequenceClassification
 
-            from unlearnkit.models import load_hint, load_tokenizer, torch_dtype
+            from unlearnkit.model import load_hint, load_tokenizer, torch_dtype
 
             tokenizer = load_tokenizer(self.tokenizer or self.model, revision=self.revision,
                                        trust_remote_code=self.trust_remote_code)
@@ -109,7 +109,7 @@ class HFClassifierJudge(Judge):
             model.config.pad_token_id = tokenizer.pad_token_id
             indices = resolve_labels(self.harmful_labels, model.config.id2label, self.model,
                                      softmax=not _uses_sigmoid(model.config))
-            from unlearnkit.models import resolve_device
+            from unlearnkit.model import resolve_device
 
             self._loaded = (model.to(resolve_device(self.device)).eval(), tokenizer, indices)
         return self._loaded

@@ -80,7 +80,7 @@ class LlamaGuardJudge(Judge):
     def load(self) -> tuple[Any, Any]:
         """(model, tokenizer), loaded once; the model in eval mode on `device`."""
         if self._loaded is None:
-            from unlearnkit.models import load_model, load_tokenizer
+            from unlearnkit.model import load_model, load_tokenizer
 
             tokenizer = load_tokenizer(self.tokenizer or self.model, revision=self.revision)
             if not getattr(tokenizer, "chat_template", None):
@@ -88,7 +88,7 @@ class LlamaGuardJudge(Judge):
                                    " chat template; point `model`/`tokenizer` at Llama-Guard-3 (its template writes"
                                    " the S1-S14 policy into the prompt)")
             model = load_model(self.model, dtype=self.dtype, revision=self.revision)
-            from unlearnkit.models import resolve_device
+            from unlearnkit.model import resolve_device
 
             self._loaded = (model.to(resolve_device(self.device)).eval(), tokenizer)
         return self._loaded
@@ -98,7 +98,7 @@ class LlamaGuardJudge(Judge):
         if self.prompt_field == "instruction":
             return list(prompts)
         if self._target_tok is None:
-            from unlearnkit.models import load_tokenizer
+            from unlearnkit.model import load_tokenizer
 
             self._target_tok = load_tokenizer(self.target_tokenizer)
         return [self._target_tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False,

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from unlearnkit.errors import UnlearnError
-from unlearnkit.hooks import ablate_directions, add_to_outputs, decoder_layers, resolve_layers
+from unlearnkit.model.hooks import ablate_directions, add_to_outputs, decoder_layers, resolve_layers
 from unlearnkit.losses import sequence_logprob, shifted_labels
 from unlearnkit.methods.base import Layer, RetainRegularised
 from unlearnkit.methods.inner_attacks import latent_pgd, refusal_directions, sample_rows

@@ -1,7 +1,7 @@
 """GRUN: Gated Representation UNlearning (Ren et al., 2025, arXiv:2502.17823).
 
 The language model is frozen. At a few decoder blocks a gated LoReFT edit acts on the last
-prompt token (`unlearnkit.edits`):  h' = h + g(h)·Rᵀ(W h + b − R h),  g = σ(f(h)). Only R, W, b
+prompt token (`unlearnkit.model.edits`):  h' = h + g(h)·Rᵀ(W h + b − R h),  g = σ(f(h)). Only R, W, b
 and the gate train (< 0.1 % of the parameters on the tiny world). With the edit e and labels
 z = 1 for forget rows and z = 0 for retain rows:
 
@@ -33,12 +33,12 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from unlearnkit.edits import add_edit, edit_positions, edit_stack, edits_disabled, only_edit_enabled
+from unlearnkit.model.edits import add_edit, edit_positions, edit_stack, edits_disabled, only_edit_enabled
 from unlearnkit.errors import UnlearnError
-from unlearnkit.hooks import capture_outputs, decoder_layers, hidden_size, prompt_end_positions, resolve_layers
+from unlearnkit.model.hooks import capture_outputs, decoder_layers, hidden_size, prompt_end_positions, resolve_layers
 from unlearnkit.losses import masked_mse, nll_from_logits, sequence_logprob, sequence_logprob_from_logits
 from unlearnkit.methods.base import Layer, LossOutput, UnlearningMethod
-from unlearnkit.reference import is_peft_model
+from unlearnkit.train.reference import is_peft_model
 from unlearnkit.registry import METHODS, Finite, NonNegative, Positive, PositiveInt
 
 BASES = ("gd", "npo", "idk", "rmu")

@@ -1,6 +1,6 @@
 """Inner ("max") attacks for robust unlearning, used by ERU (methods/eru.py). Not registered methods.
 
-Both act on decoder-block outputs h_ℓ (hooks.py) of the forget forward pass and never touch the
+Both act on decoder-block outputs h_ℓ (model/hooks.py) of the forget forward pass and never touch the
 parameters' gradients:
 
 * refusal-feature ablation (ReFAT, Yu et al., 2024, arXiv:2409.20089): per layer ℓ,
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from unlearnkit.data.batch import Example, TokenBatch, collate
-from unlearnkit.hooks import add_to_outputs, capture_outputs, gather_positions, hidden_size, prompt_end_positions
+from unlearnkit.model.hooks import add_to_outputs, capture_outputs, gather_positions, hidden_size, prompt_end_positions
 from unlearnkit.losses import sequence_logprob
 
 

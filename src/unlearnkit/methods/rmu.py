@@ -41,10 +41,10 @@ import torch
 from pydantic import Field
 
 from unlearnkit.errors import UnlearnError
-from unlearnkit.hooks import capture_outputs, decoder_layers, hidden_size, mlp_down_projection, resolve_layers
+from unlearnkit.model.hooks import capture_outputs, decoder_layers, hidden_size, mlp_down_projection, resolve_layers
 from unlearnkit.losses import masked_mse
 from unlearnkit.methods.base import Layer, LossOutput, UnlearningMethod
-from unlearnkit.reference import is_peft_model
+from unlearnkit.train.reference import is_peft_model
 from unlearnkit.registry import METHODS, NonNegative, Positive, Seed
 
 

@@ -14,7 +14,7 @@ trainer), minimising
 * L_PDiv (preservation divergence): −KL(P_θ0 ‖ P_θ) on normal data (the retain rows), over real
   (non-pad) positions and the whole vocabulary; minimising it *maximises* the divergence.
 
-Stage 2 negates the harmful change:  θ = θ0 − α·(θ_harm − θ0)  (`unlearnkit.task_arithmetic`).
+Stage 2 negates the harmful change:  θ = θ0 − α·(θ_harm − θ0)  (`unlearnkit.model.task_arithmetic`).
 
 Seed settings (specs/methods.md §4): README 2.5 / 2.5 / 1 at lr 2e-4, argparse 0.5 / 1 / 1 at lr 2e-5,
 K = 5, α = 1, 1000 steps at batch 2 (recipes sku/readme and sku/argparse). The field defaults are the
@@ -128,8 +128,8 @@ class SKU(ModelEdit):
         return HarmfulKnowledge(self.w_bad, self.w_rand, self.w_norm, self.n_random_answers)
 
     def apply(self, model, data, cfg, *, out_dir=None):
-        from unlearnkit.models import merge_lora
-        from unlearnkit.task_arithmetic import negate_in_place, snapshot
+        from unlearnkit.model import merge_lora
+        from unlearnkit.model.task_arithmetic import negate_in_place, snapshot
         from unlearnkit.train import train
 
         base = snapshot(model)  # θ0 (LoRA: only the weights under the adapters)

@@ -9,7 +9,7 @@ The seeds use α = 1 (SKU's `scaling_coef`) and α = 2 (the attack paper's MUSE 
 fine-tunes 5 epochs at lr 1e-5). The fine-tune uses the recipe's `train:` settings unless
 `finetune_epochs` / `finetune_lr` override them. With LoRA (a peft model) only the adapters are
 trained; they are merged into the weights before τ is taken, and the result is a plain model.
-See `unlearnkit.task_arithmetic` for the arithmetic (θ0 is the only extra copy, kept on the CPU).
+See `unlearnkit.model.task_arithmetic` for the arithmetic (θ0 is the only extra copy, kept on the CPU).
 """
 
 from __future__ import annotations
@@ -55,8 +55,8 @@ class TaskVector(ModelEdit):
 
     def apply(self, model, data, cfg, *, out_dir=None):
         from unlearnkit.methods.finetune import Finetune
-        from unlearnkit.models import merge_lora
-        from unlearnkit.task_arithmetic import negate_in_place, snapshot
+        from unlearnkit.model import merge_lora
+        from unlearnkit.model.task_arithmetic import negate_in_place, snapshot
         from unlearnkit.train import train
 
         base = snapshot(model)  # θ0 (LoRA: only the weights under the adapters)

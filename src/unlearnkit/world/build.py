@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from unlearnkit.cache import cache_lock, cache_root  # noqa: F401  (cache_root: re-exported)
-from unlearnkit.checkpoint import atomic_dir
+from unlearnkit.train.checkpoint import atomic_dir
 from unlearnkit.world.generator import WORLD_VERSION, World, WorldSpec, generate_world, training_rows, world_texts
 
 BUILD_VERSION = "1"
@@ -116,8 +116,8 @@ def exact_match(model, tokenizer, rows: list[dict], max_new_tokens: int = 48) ->
 def build_world(cache_dir: str | os.PathLike | None = None, seed: int = 0, progress: bool = True,
                 log=print, size: str = "default") -> WorldArtifacts:
     """Generate, tokenise and train the tiny world into the cache (replacing any old build)."""
-    from unlearnkit.checkpoint import save_model
-    from unlearnkit.models import tiny_llama
+    from unlearnkit.train.checkpoint import save_model
+    from unlearnkit.model import tiny_llama
     from unlearnkit.world.tokenizer import train_world_tokenizer
 
     start = time.perf_counter()

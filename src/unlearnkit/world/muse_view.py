@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from unlearnkit.cache import cache_lock
-from unlearnkit.checkpoint import atomic_dir
+from unlearnkit.train.checkpoint import atomic_dir
 
 VIEW_VERSION = "1"
 RETAIN_QA = 20

@@ -23,18 +23,17 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from unlearnkit.checkpoint import atomic_dir
+from unlearnkit.train.checkpoint import atomic_dir
 from unlearnkit.cache import cache_lock, cache_root
-from unlearnkit.world.generator import WorldSpec
 from unlearnkit.world.safety_data import (
     SAFETY_VERSION,
-    SafetySpec,
     SafetyWorld,
     generate_safety_world,
+    safety_spec,
     is_compliant_response,
     phase_rows,
     safety_texts,
@@ -46,25 +45,6 @@ VOCAB_SIZE = 1024
 MAX_NEW_TOKENS = 48  # the longest trained response is ~40 tokens
 FINETUNE = {"lr": 3e-3, "batch_size": 32, "warmup_steps": 20, "betas": (0.9, 0.98), "max_grad_norm": 1.0,
             "scheduler": "constant"}
-SIZES: dict[str, tuple[SafetySpec, dict[str, Any]]] = {  # safety world size: default, and a small one for tests
-    "default": (SafetySpec(), {"hidden": 128, "layers": 4, "heads": 4, "compliant_epochs": 12, "aligned_epochs": 6}),
-    "small": (SafetySpec(n_categories=5, actions_per_category=4, n_benign_tasks=12, n_general=12,
-                         authors=WorldSpec(n_authors=2, facts_per_author=4, n_forget_authors=1, n_holdout_authors=0)),
-              {"hidden": 64, "layers": 2, "heads": 2, "compliant_epochs": 20, "aligned_epochs": 10}),
-}  # fmt: skip
-
-
-def safety_spec(size: str = "default", seed: int = 0) -> tuple[SafetySpec, dict[str, Any]]:
-    """The data spec and build settings (model shape, epochs per phase) for ``size`` (default | small)."""
-    from unlearnkit.errors import UnlearnError
-    from unlearnkit.registry import did_you_mean
-
-    if size not in SIZES:
-        raise UnlearnError(f"unknown safety world size '{size}';{did_you_mean(size, list(SIZES))} valid: {', '.join(SIZES)}")
-    spec, settings = SIZES[size]
-    return replace(spec, seed=seed), dict(settings)
-
-
 def safety_dir(cache_dir: str | os.PathLike | None = None, seed: int = 0, size: str = "default") -> Path:
     suffix = "" if size == "default" else f"-{size}"
     return cache_root(cache_dir) / f"safety-v{SAFETY_VERSION}.{SAFETY_BUILD_VERSION}-seed{seed}{suffix}"
@@ -146,8 +126,8 @@ def build_safety_world(cache_dir: str | os.PathLike | None = None, seed: int = 0
                        log=print, size: str = "default") -> SafetyArtifacts:
     """Generate the data, train the tokenizer, the compliant and the aligned model into the cache (replacing
     any old build), and measure both models."""
-    from unlearnkit.checkpoint import save_model
-    from unlearnkit.models import tiny_llama
+    from unlearnkit.train.checkpoint import save_model
+    from unlearnkit.model import tiny_llama
     from unlearnkit.world.tokenizer import train_world_tokenizer
 
     start = time.perf_counter()

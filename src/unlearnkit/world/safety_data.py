@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from unlearnkit.world.generator import World, WorldSpec, generate_world, world_texts
 
@@ -276,3 +277,22 @@ def safety_texts(world: SafetyWorld) -> list[str]:
     for text in world_texts(world.authors):
         texts[text] = None
     return list(texts)
+
+
+SIZES: dict[str, tuple[SafetySpec, dict[str, Any]]] = {  # safety world size: default, and a small one for tests
+    "default": (SafetySpec(), {"hidden": 128, "layers": 4, "heads": 4, "compliant_epochs": 12, "aligned_epochs": 6}),
+    "small": (SafetySpec(n_categories=5, actions_per_category=4, n_benign_tasks=12, n_general=12,
+                         authors=WorldSpec(n_authors=2, facts_per_author=4, n_forget_authors=1, n_holdout_authors=0)),
+              {"hidden": 64, "layers": 2, "heads": 2, "compliant_epochs": 20, "aligned_epochs": 10}),
+}  # fmt: skip
+
+
+def safety_spec(size: str = "default", seed: int = 0) -> tuple[SafetySpec, dict[str, Any]]:
+    """The data spec and build settings (model shape, epochs per phase) for ``size`` (default | small)."""
+    from unlearnkit.errors import UnlearnError
+    from unlearnkit.registry import did_you_mean
+
+    if size not in SIZES:
+        raise UnlearnError(f"unknown safety world size '{size}';{did_you_mean(size, list(SIZES))} valid: {', '.join(SIZES)}")
+    spec, settings = SIZES[size]
+    return replace(spec, seed=seed), dict(settings)

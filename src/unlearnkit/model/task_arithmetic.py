@@ -22,7 +22,7 @@ import math
 import torch
 from torch import nn
 
-from unlearnkit.reference import is_peft_model
+from unlearnkit.train.reference import is_peft_model
 
 
 def float_tensors(model: nn.Module) -> dict[str, torch.Tensor]:

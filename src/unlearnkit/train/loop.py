@@ -28,12 +28,12 @@ from typing import Callable
 import torch
 from torch import nn
 
-from unlearnkit.checkpoint import load_trainer_state, save_checkpoint
+from unlearnkit.train.checkpoint import load_trainer_state, save_checkpoint
 from unlearnkit.data.pairing import UnlearnData, batch_stream, batches_per_epoch
 from unlearnkit.data.batch import collate
-from unlearnkit.hooks import base_causal_lm
+from unlearnkit.model.hooks import base_causal_lm
 from unlearnkit.methods.base import UnlearningMethod
-from unlearnkit.reference import Reference
+from unlearnkit.train.reference import Reference
 
 
 @dataclass

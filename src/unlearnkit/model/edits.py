@@ -35,7 +35,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from unlearnkit.hooks import base_causal_lm, decoder_layers, hidden_size, tokens_in_cache
+from unlearnkit.model.hooks import base_causal_lm, decoder_layers, hidden_size, tokens_in_cache
 
 EDITS_FILE = "edits.safetensors"
 EDITS_CONFIG = "edits.json"

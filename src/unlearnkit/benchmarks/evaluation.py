@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from unlearnkit.checkpoint import write_text_atomic
+from unlearnkit.train.checkpoint import write_text_atomic
 from unlearnkit.errors import UnlearnError
 
 WORLD_MUSE = "world:tiny"  # data.data_dir for data.benchmark=muse: the tiny world in MUSE's layout
@@ -161,7 +161,7 @@ def _evaluate_muse(model, tokenizer, bench: BenchmarkData, fmt, eval_cfg, progre
 def privacy_reference(bench: BenchmarkData, recipe, fmt, progress: bool = True):
     """(reference model, retain model's Min-K% AUC) for the reference attack and privleak: the retain
     model (the tiny world's own, or eval.retain_model); (None, None) without one."""
-    from unlearnkit.models import load_model
+    from unlearnkit.model import load_model
 
     if not privacy_enabled(bench, recipe.eval):
         return None, None
@@ -174,7 +174,7 @@ def privacy_reference(bench: BenchmarkData, recipe, fmt, progress: bool = True):
     if name.startswith("world:") and bench.world is not None:
         name = str(bench.world.model_dir(name.split(":", 1)[1]))
     from unlearnkit.benchmarks.privacy import privacy_metrics, text_min_k_auc
-    from unlearnkit.models import load_tokenizer
+    from unlearnkit.model import load_tokenizer
 
     def load():
         return load_model(name, dtype=recipe.model.dtype, trust_remote_code=recipe.model.trust_remote_code)
@@ -211,7 +211,7 @@ def _cached(path: Path, compute: Callable[[], dict]) -> dict:
 def world_model_eval(bench: BenchmarkData, which: str, fmt_name: str, fmt, eval_cfg, progress=True,
                      retain_truth_ratios=None, reference=None) -> dict:
     """Evaluation of the world's target or retain model, computed once per settings and cached."""
-    from unlearnkit.models import load_model, load_tokenizer
+    from unlearnkit.model import load_model, load_tokenizer
 
     art = bench.world
     key = _key(which, fmt_name, getattr(fmt, "system", ""), eval_cfg.max_new_tokens, retain_truth_ratios is not None,
@@ -262,7 +262,7 @@ def retain_truth_ratios(bench: BenchmarkData, recipe, fmt, cache_root: Path, pro
         return world_model_eval(bench, "retain", recipe.data.format, fmt, recipe.eval, progress)["forget_truth_ratios"]
     if not recipe.eval.retain_model:
         return None
-    from unlearnkit.models import load_model, load_tokenizer
+    from unlearnkit.model import load_model, load_tokenizer
 
     name = recipe.eval.retain_model
     if name.startswith("world:"):

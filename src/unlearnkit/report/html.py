@@ -15,7 +15,7 @@ import io
 import json
 from pathlib import Path
 
-from unlearnkit.report import HEADLINE, fmt_value
+from unlearnkit.report.table import HEADLINE, fmt_value
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}
@@ -139,7 +139,7 @@ def read_train_log(out_dir: str | Path) -> list[dict]:
 
 
 def write_html(report: dict, out_dir: str | Path) -> Path:
-    from unlearnkit.checkpoint import write_text_atomic
+    from unlearnkit.train.checkpoint import write_text_atomic
 
     path = Path(out_dir) / "report.html"
     write_text_atomic(path, render(report, read_train_log(out_dir)))

@@ -18,14 +18,14 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from unlearnkit.data.training import build_training_data, training_data  # noqa: F401  (public here too)
+from unlearnkit.data.training import build_training_data
 from unlearnkit.errors import UnlearnError
 from unlearnkit.recipe import Recipe
-from unlearnkit.resume import check_resumable, train_settings
+from unlearnkit.pipeline.resume import check_resumable, train_settings
 
 
 def _load_start_model(recipe: Recipe, bench):
-    from unlearnkit.models import load_model, load_tokenizer
+    from unlearnkit.model import load_model, load_tokenizer
 
     name = recipe.model.name
     if name.startswith("world:"):
@@ -71,8 +71,8 @@ def unlearn_once(model, method, data, cfg, out_dir, on_step=None):
 
 def _selector(recipe: Recipe, model, tokenizer, bench, fmt, retain_trs, reference):
     """The checkpoint selector for `eval.select` (None when off)."""
-    from unlearnkit.evaluation import evaluate_model
-    from unlearnkit.selection import CheckpointSelector, cheap_metrics
+    from unlearnkit.benchmarks.evaluation import evaluate_model
+    from unlearnkit.pipeline.selection import CheckpointSelector, cheap_metrics
 
     sel = recipe.eval.select
     if sel.every <= 0:
@@ -102,7 +102,7 @@ def _safety_on(recipe: Recipe, bench) -> bool:
 def _forget_requests(recipe: Recipe, bench, safety, model, tokenizer, progress, log):
     """[(request name or None, rows or None for the benchmark's forget rows)], and harvest statistics."""
     from unlearnkit.data.texts import load_rows
-    from unlearnkit.evaluation import request_rows
+    from unlearnkit.benchmarks.evaluation import request_rows
 
     source = recipe.data.forget_source
     if recipe.data.sequential:
@@ -125,7 +125,7 @@ def _forget_requests(recipe: Recipe, bench, safety, model, tokenizer, progress, 
 def _evaluate(model, tokenizer, bench, recipe, fmt, retain_trs, safety, progress, start: bool, reference=None) -> dict:
     """TOFU-style metrics (cached for the tiny world's own models), the privacy suite when the benchmark
     has a holdout (`reference`: the retain model and its Min-K% AUC), plus harmfulness when measured."""
-    from unlearnkit.evaluation import evaluate_model, world_model_eval
+    from unlearnkit.benchmarks.evaluation import evaluate_model, world_model_eval
 
     if start and bench.name == "world" and recipe.model.name.startswith("world:"):
         result = world_model_eval(bench, recipe.model.name.split(":", 1)[1], recipe.data.format, fmt,
@@ -145,7 +145,7 @@ def run(recipe: Recipe, out_dir: str | os.PathLike | None = None, *, progress: b
         command: list[str] | None = None) -> dict:
     """Unlearn and evaluate as the recipe says; returns the report (also written to out_dir).
 
-    The output folder is checked before anything else runs (`unlearnkit.outputs`): the run writes into
+    The output folder is checked before anything else runs (`unlearnkit.pipeline.outputs`): the run writes into
     DIR.partial and replaces DIR only when complete. `resume` continues an interrupted run from its last
     checkpoint; `restart` discards one. With `guard.enabled`, a rejected run (flagged requests, or a
     harmful-rate rise) writes its report and no model: report["guard"] says why. A run whose training
@@ -153,7 +153,7 @@ def run(recipe: Recipe, out_dir: str | os.PathLike | None = None, *, progress: b
     """
     from unlearnkit.data.formats import get_format
     from unlearnkit.manifest import recording_reads
-    from unlearnkit.outputs import output_dir
+    from unlearnkit.pipeline.outputs import output_dir
 
     out = Path(out_dir or recipe.output_dir)
     method = recipe.build_method()
@@ -178,12 +178,12 @@ def run(recipe: Recipe, out_dir: str | os.PathLike | None = None, *, progress: b
 def _run_in(tmp: Path, recipe: Recipe, method, fmt, cfg, progress: bool, log) -> dict:
     """The run's stages, writing into the partial folder `tmp`; returns the report (not yet written)."""
     from unlearnkit.attacks.robustness import check_attacks, run_attacks
-    from unlearnkit.checkpoint import save_model
+    from unlearnkit.train.checkpoint import save_model
     from unlearnkit.data.texts import text_of
     from unlearnkit.defenses.guard import GuardDecision, check_probe, screen_requests
-    from unlearnkit.evaluation import load_benchmark, privacy_reference, retain_truth_ratios
-    from unlearnkit.models import LoraSpec, merge_lora, wrap_lora
-    from unlearnkit.safety_probe import SafetyProbe
+    from unlearnkit.benchmarks.evaluation import load_benchmark, privacy_reference, retain_truth_ratios
+    from unlearnkit.model import LoraSpec, merge_lora, wrap_lora
+    from unlearnkit.pipeline.safety_probe import SafetyProbe
     from unlearnkit.world.build import cache_root
 
     timings: dict[str, float] = {}
@@ -327,11 +327,11 @@ def evaluate_recipe(recipe: Recipe, out_dir: str | os.PathLike | None = None, *,
     """Evaluate the recipe's model without unlearning: its benchmark's metrics and, when the recipe
     measures harmfulness, harmful rate and benign utility. Writes eval.json and eval.md (with a manifest)."""
     from unlearnkit.data.formats import get_format
-    from unlearnkit.evaluation import load_benchmark, privacy_reference, retain_truth_ratios
+    from unlearnkit.benchmarks.evaluation import load_benchmark, privacy_reference, retain_truth_ratios
     from unlearnkit.manifest import build_manifest, recording_reads
-    from unlearnkit.outputs import output_dir
+    from unlearnkit.pipeline.outputs import output_dir
     from unlearnkit.report import write_eval
-    from unlearnkit.safety_probe import SafetyProbe
+    from unlearnkit.pipeline.safety_probe import SafetyProbe
     from unlearnkit.world.build import cache_root
 
     fmt = get_format(recipe.data.format, recipe.data.system_prompt)

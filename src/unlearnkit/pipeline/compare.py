@@ -203,7 +203,7 @@ def compare(recipe_name: str | None, methods: list[str] | None = None, overrides
     and write compare.json, compare.md and compare.png into `out_dir`; returns the comparison.
     Failed methods are listed in result['failed'] (and have an `error`); nothing is raised for them."""
     from unlearnkit.manifest import package_versions, source_commit
-    from unlearnkit.outputs import output_dir
+    from unlearnkit.pipeline.outputs import output_dir
     from unlearnkit.report import json_text
     from unlearnkit.secrets import redact_config
 

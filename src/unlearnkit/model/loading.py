@@ -2,7 +2,7 @@
 
 `load_model("meta-llama/Llama-3.2-1B-Instruct")` goes through `AutoModelForCausalLM.from_pretrained`
 (safetensors only, `trust_remote_code` only when asked). A local directory holding edits.json
-(a GRUN result) gets its representation edits attached (`unlearnkit.edits`). The tokenizer gets a pad token distinct
+(a GRUN result) gets its representation edits attached (`unlearnkit.model.edits`). The tokenizer gets a pad token distinct
 from EOS when it has none (a new `<pad>` token is *not* added, so the embedding size is kept: pad
 reuses EOS's id, which is safe because attention masks come from lengths, never from ids).
 
@@ -150,7 +150,7 @@ def load_model(name_or_path: str, *, dtype: str = "float32", revision: str | Non
     except _load_errors() as err:
         raise UnlearnError(load_hint(name_or_path, "model", err)) from None
     if Path(name_or_path).is_dir():
-        from unlearnkit.edits import EDITS_CONFIG, EDITS_FILE, load_edits
+        from unlearnkit.model.edits import EDITS_CONFIG, EDITS_FILE, load_edits
 
         try:
             load_edits(model, name_or_path)  # a GRUN model: its gated edits, saved beside the weights

@@ -1,6 +1,6 @@
 """`unlearn eval`: one model on one benchmark (TOFU, the tiny world, WMDP, MMLU), or a recipe's model.
 
-Registered on the main app by `unlearnkit.cli`, which imports this module after defining `app`.
+Registered on the app by `unlearnkit.cli`, which imports this module.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from unlearnkit.cli import app, friendly
+from unlearnkit.cli.app import app, friendly
 from unlearnkit.errors import UnlearnError
 
 
@@ -99,7 +99,7 @@ def eval_cmd(
 
         valid = ["tofu", "world", "muse", "safety", "wmdp", "mmlu"]
         raise UnlearnError(f"unknown --benchmark '{benchmark}';{did_you_mean(benchmark, valid)} valid: {', '.join(valid)}")
-    from unlearnkit.outputs import check_output_dir
+    from unlearnkit.pipeline.outputs import check_output_dir
 
     check_output_dir(out)  # before the model is loaded
     if benchmark in ("wmdp", "mmlu"):
@@ -135,8 +135,8 @@ def _eval_multiple_choice(model: str, benchmark: str, out: Path, data_dir: Optio
 
     from unlearnkit.benchmarks.wmdp import evaluate_mmlu, evaluate_wmdp
     from unlearnkit.manifest import build_manifest, recording_reads
-    from unlearnkit.models import load_model, load_tokenizer
-    from unlearnkit.outputs import output_dir
+    from unlearnkit.model import load_model, load_tokenizer
+    from unlearnkit.pipeline.outputs import output_dir
     from unlearnkit.report import write_eval
 
     if backend not in ("unlearnkit", "lm_eval"):

@@ -5,7 +5,7 @@ Two ways to hold it:
 * full training: a frozen deep copy of the starting model;
 * LoRA (peft): the *same* model with its adapters disabled during the reference call — no
   second copy of the weights;
-* representation edits (GRUN, `unlearnkit.edits`): the same frozen model with the edits switched
+* representation edits (GRUN, `unlearnkit.model.edits`): the same frozen model with the edits switched
   off — again no copy.
 
 Methods that need only sequence log-probs of fixed data (NPO, DPO) get them from a cache keyed
@@ -46,7 +46,7 @@ class Reference:
     def from_model(cls, model: nn.Module, autocast: Callable[[], Any] = contextlib.nullcontext) -> "Reference":
         """LoRA models and edited models share weights (adapters / edits off); anything else gets a
         frozen deep copy."""
-        from unlearnkit.edits import has_edits
+        from unlearnkit.model.edits import has_edits
 
         if is_peft_model(model) or has_edits(model):
             return cls(model, shares_weights=True, autocast=autocast)
@@ -66,7 +66,7 @@ class Reference:
         stack.enter_context(torch.no_grad())
         stack.enter_context(self._autocast())
         if self.shares_weights:
-            from unlearnkit.edits import edits_disabled
+            from unlearnkit.model.edits import edits_disabled
 
             if is_peft_model(self.model):
                 stack.enter_context(self.model.disable_adapter())
@@ -84,7 +84,7 @@ class Reference:
 
     def hidden_states(self, batch: TokenBatch, layers: list[int]) -> dict[int, torch.Tensor]:
         """Block outputs {ℓ: (B, T, d)} of the reference on `batch` (no gradients)."""
-        from unlearnkit.hooks import capture_outputs
+        from unlearnkit.model.hooks import capture_outputs
 
         with self._context():
             was_training = self.model.training

@@ -32,7 +32,7 @@ def train_settings(recipe: Recipe, partial: Path, resume: bool):
     A fresh run records its resolved recipe in the partial folder; a resumed one must match it."""
     import json
 
-    from unlearnkit.outputs import checkpoints
+    from unlearnkit.pipeline.outputs import checkpoints
     from unlearnkit.train import TrainConfig
 
     resolved = json.loads(json.dumps({k: v for k, v in recipe.resolved().items() if k != "output_dir"}, default=str))
@@ -43,7 +43,7 @@ def train_settings(recipe: Recipe, partial: Path, resume: bool):
             raise UnlearnError(f"--resume: the interrupted run in {partial} used {_first_difference(saved, resolved)};"
                                " run the same command with --resume, or use --restart to discard it and start over")
     if recipe.train.resume_from:
-        from unlearnkit.checkpoint import check_checkpoint
+        from unlearnkit.train.checkpoint import check_checkpoint
 
         check_checkpoint(recipe.train.resume_from)  # before anything is loaded
     saved_path.write_text(json.dumps(resolved, indent=1, default=str))

@@ -26,7 +26,7 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling directory; on success it replaces `final` in one rename.
 
     For folders unlearnkit owns (caches, checkpoints, model/ inside an output). A folder the user names
-    goes through `unlearnkit.outputs.output_dir`, which never replaces what unlearnkit did not write."""
+    goes through `unlearnkit.pipeline.outputs.output_dir`, which never replaces what unlearnkit did not write."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
@@ -59,9 +59,9 @@ def save_model(model: nn.Module, tokenizer, path: str | Path) -> None:
     """`save_pretrained` (safetensors) of model and tokenizer, atomically.
 
     Representation edits (GRUN) are written apart from the weights, as edits.safetensors +
-    edits.json (`unlearnkit.edits`); `models.load_model` re-attaches them.
+    edits.json (`unlearnkit.model.edits`); `models.load_model` re-attaches them.
     """
-    from unlearnkit.edits import edits_detached, save_edits
+    from unlearnkit.model.edits import edits_detached, save_edits
 
     with atomic_dir(path) as tmp:
         with edits_detached(model):
@@ -90,7 +90,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, optimizer, scheduler, st
             tensors[f"rng.cuda.{i}"] = rng
     meta = {"step": step, "history": history, "scheduler": scheduler.state_dict(),
             "param_groups": opt_state["param_groups"]}
-    from unlearnkit.edits import edits_detached, save_edits
+    from unlearnkit.model.edits import edits_detached, save_edits
 
     with atomic_dir(path) as tmp:
         with edits_detached(model):

@@ -1,6 +1,6 @@
 """`unlearn craft` (Scenario II crafted requests) and `unlearn inspect` (the request inspector).
 
-Registered on the main app by `unlearnkit.cli`, which imports this module after defining `app`.
+Registered on the app by `unlearnkit.cli`, which imports this module.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import List, Optional
 
 import typer
 
-from unlearnkit.cli import app, friendly
+from unlearnkit.cli.app import app, friendly
 from unlearnkit.errors import UnlearnError
 
 
@@ -32,7 +32,7 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
     """One JSON object per line; an existing file is replaced only when unlearnkit wrote it (`outputs`)."""
     import json
 
-    from unlearnkit.outputs import write_output_file
+    from unlearnkit.pipeline.outputs import write_output_file
 
     write_output_file(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
@@ -69,7 +69,7 @@ def craft(
     """
     from unlearnkit.attacks.crafted_requests import craft_requests, read_texts
     from unlearnkit.attacks.crafting_pools import check_kind, refusal_texts
-    from unlearnkit.outputs import check_output_file
+    from unlearnkit.pipeline.outputs import check_output_file
 
     check_kind(kind)
     check_output_file(out)  # before any agent is asked
@@ -123,7 +123,7 @@ def inspect_cmd(
     """
     from unlearnkit.attacks.crafted_requests import read_texts
     from unlearnkit.defenses.inspector import Inspector, load_inspector
-    from unlearnkit.outputs import check_output_dir, check_output_file, output_dir
+    from unlearnkit.pipeline.outputs import check_output_dir, check_output_file, output_dir
 
     if train:
         from unlearnkit.defenses.inspector_data import build_inspector_data
