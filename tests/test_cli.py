@@ -314,3 +314,16 @@ def test_help_in_a_real_process(env, tmp_path):
     proc = run_subprocess(["--help"], env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "unlearn" in proc.stdout.lower() and "run" in proc.stdout
+
+
+def test_the_module_entry_point_registers_every_command(env, tmp_path):
+    """`python -m unlearnkit.cli` (what `accelerate launch -m` runs) has the same commands as the console script."""
+    import typer.main
+
+    commands = sorted(typer.main.get_command(app).commands)
+    assert {"run", "compare", "eval", "ls", "show", "validate", "craft", "inspect", "world"} <= set(commands)
+    listed = run_subprocess(["--help"], env, cwd=tmp_path)
+    assert listed.returncode == 0 and all(f" {name} " in listed.stdout for name in commands), listed.stdout
+    for args, shows in ((["eval", "--help"], "--benchmark"), (["ls", "methods"], "npo"), (["world", "info", "--help"], "tiny")):
+        proc = run_subprocess(args, env, cwd=tmp_path)
+        assert proc.returncode == 0 and shows in proc.stdout, (args, proc.stderr)
