@@ -18,6 +18,7 @@ the types come from `unlearnkit.registry`), and options that contradict each oth
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -29,6 +30,7 @@ from unlearnkit.registry import (METHODS, Finite, Fraction, NonNegative, NonNega
                                  did_you_mean, field_problem, show_value)
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"  # recipes/ at the repository root links here
+DEVICE_PATTERN = r"auto|cpu|cuda|cuda:\d+|mps"  # model.device (`model.loading.resolve_device`)
 COMPARE_DIR = "compare"  # recipes/compare/: compare recipes (unlearnkit.pipeline.compare), listed apart
 
 
@@ -59,7 +61,16 @@ class ModelSection(_Section):
     revision: Text | None = None
     trust_remote_code: bool = False
     attn_implementation: Text | None = None
+    # where the model runs for every phase (evaluation, training, attacks): auto = the GPU when one is visible
+    device: str = "auto"
     lora: LoraSection | None = None
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, device: str) -> str:
+        if not re.fullmatch(DEVICE_PATTERN, device):
+            raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+        return device
 
 
 class DataSection(_Section):

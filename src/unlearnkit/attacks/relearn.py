@@ -77,8 +77,9 @@ def relearn(model: nn.Module, tokenizer: Any, forget_rows: Sequence[dict], fmt: 
     attacked = copy.deepcopy(model)
     for name, param in attacked.named_parameters():  # unlearning froze what its method did not train
         param.requires_grad_(train_edits or EDITS_ATTRIBUTE not in name.split("."))
+    device = str(next(model.parameters()).device)  # the attacker fine-tunes where the model runs
     cfg = TrainConfig(steps=steps, lr=lr, batch_size=batch_size, seed=seed, progress=progress,
-                      max_grad_norm=1.0)
+                      max_grad_norm=1.0, device=device)
     return train(attacked, RelearnObjective(), data, cfg).model
 
 

@@ -166,8 +166,9 @@ def privacy_reference(bench: BenchmarkData, recipe, fmt, progress: bool = True):
     if not privacy_enabled(bench, recipe.eval):
         return None, None
     if bench.name == "world" and not recipe.eval.retain_model:
-        retain = world_model_eval(bench, "retain", recipe.data.format, fmt, recipe.eval, progress)
-        return load_model(str(bench.world.model_dir("retain"))), retain["metrics"].get("mia_min_k")
+        retain = world_model_eval(bench, "retain", recipe.data.format, fmt, recipe.model.device, recipe.eval, progress)
+        return (load_model(str(bench.world.model_dir("retain")), device=recipe.model.device),
+                retain["metrics"].get("mia_min_k"))
     if not recipe.eval.retain_model:
         return None, None
     name = recipe.eval.retain_model
@@ -177,7 +178,8 @@ def privacy_reference(bench: BenchmarkData, recipe, fmt, progress: bool = True):
     from unlearnkit.model import load_tokenizer
 
     def load():
-        return load_model(name, dtype=recipe.model.dtype, trust_remote_code=recipe.model.trust_remote_code)
+        return load_model(name, dtype=recipe.model.dtype, trust_remote_code=recipe.model.trust_remote_code,
+                          device=recipe.model.device)
 
     if bench.name == "muse":  # only the AUC is needed (no reference attack on raw texts): cached by content
         texts = bench.splits.privleak
@@ -208,9 +210,9 @@ def _cached(path: Path, compute: Callable[[], dict]) -> dict:
     return value
 
 
-def world_model_eval(bench: BenchmarkData, which: str, fmt_name: str, fmt, eval_cfg, progress=True,
+def world_model_eval(bench: BenchmarkData, which: str, fmt_name: str, fmt, device: str, eval_cfg, progress=True,
                      retain_truth_ratios=None, reference=None) -> dict:
-    """Evaluation of the world's target or retain model, computed once per settings and cached."""
+    """Evaluation of the world's target or retain model (on `device`), computed once per settings and cached."""
     from unlearnkit.model import load_model, load_tokenizer
 
     art = bench.world
@@ -219,7 +221,7 @@ def world_model_eval(bench: BenchmarkData, which: str, fmt_name: str, fmt, eval_
 
     def compute() -> dict:
         path = str(art.model_dir(which))
-        return evaluate_model(load_model(path), load_tokenizer(path), bench, fmt, eval_cfg,
+        return evaluate_model(load_model(path, device=device), load_tokenizer(path), bench, fmt, eval_cfg,
                               retain_truth_ratios, progress, reference)
 
     return _cached(art.root / "evals" / f"{which}-{key}.json", compute)
@@ -259,7 +261,8 @@ def retain_truth_ratios(bench: BenchmarkData, recipe, fmt, cache_root: Path, pro
     if recipe.eval.retain_logs:
         return truth_ratios_from_logs(recipe.eval.retain_logs)
     if bench.name == "world" and not recipe.eval.retain_model:
-        return world_model_eval(bench, "retain", recipe.data.format, fmt, recipe.eval, progress)["forget_truth_ratios"]
+        return world_model_eval(bench, "retain", recipe.data.format, fmt, recipe.model.device, recipe.eval,
+                                progress)["forget_truth_ratios"]
     if not recipe.eval.retain_model:
         return None
     from unlearnkit.model import load_model, load_tokenizer
@@ -272,7 +275,8 @@ def retain_truth_ratios(bench: BenchmarkData, recipe, fmt, cache_root: Path, pro
     key = _key(name, bench.name, recipe.data.forget_split, recipe.data.format, recipe.eval.max_new_tokens)
 
     def compute() -> dict:
-        model = load_model(name, dtype=recipe.model.dtype, trust_remote_code=recipe.model.trust_remote_code)
+        model = load_model(name, dtype=recipe.model.dtype, trust_remote_code=recipe.model.trust_remote_code,
+                           device=recipe.model.device)
         return evaluate_model(model, load_tokenizer(name), bench, fmt, recipe.eval, None, progress)
 
     return _cached(cache_root / "retain_evals" / f"{key}.json", compute)["forget_truth_ratios"]

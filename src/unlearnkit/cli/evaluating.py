@@ -16,6 +16,7 @@ from unlearnkit.errors import UnlearnError
 
 # the recipe field behind each flag, so a bad flag value is reported as the flag the user typed
 FLAGS = {"eval.batch_size": "--batch-size", "eval.max_new_tokens": "--max-new-tokens", "model.dtype": "--dtype",
+         "model.device": "--device",
          "model.name": "--model", "data.format": "--format", "data.forget_split": "--forget-split",
          "data.data_dir": "--data-dir", "data.benchmark": "--benchmark", "world.size": "--world-size",
          "eval.retain_model": "--retain-model", "eval.retain_logs": "--retain-logs"}
@@ -57,6 +58,7 @@ def eval_cmd(
     retain_logs: Optional[str] = typer.Option(None, "--retain-logs", help="eval.json of a retain-model evaluation."),
     fmt: str = typer.Option("openunlearning", "--format", help="openunlearning (Question:/Answer: tags) | chat | llama2_chat."),
     dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16."),
+    device: str = typer.Option("auto", "--device", help="auto (the GPU when one is visible) | cpu | cuda | cuda:N."),
     max_new_tokens: int = typer.Option(200, "--max-new-tokens", help="Generation length for ROUGE."),
     batch_size: int = typer.Option(32, "--batch-size"),
     world_size: str = typer.Option("default", "--world-size", help="Tiny world to evaluate on (world): default | small."),
@@ -79,11 +81,16 @@ def eval_cmd(
 
         given = {"--benchmark": benchmark != "tofu", "--data-dir": data_dir, "--forget-split": forget_split,
                  "--retain-model": retain_model, "--retain-logs": retain_logs, "--limit": limit,
-                 "--backend": backend != "unlearnkit", "--world-size": world_size != "default"}
+                 "--backend": backend != "unlearnkit", "--world-size": world_size != "default",
+                 "--dtype": dtype != "float32", "--device": device != "auto", "--format": fmt != "openunlearning",
+                 "--batch-size": batch_size != 32, "--max-new-tokens": max_new_tokens != 200}
         clash = [flag for flag, set_ in given.items() if set_]
         if clash:
-            raise UnlearnError(f"{clash[0]} does not apply with --recipe (the recipe sets it); write it as an override,"
-                               " e.g. unlearn eval --recipe R data.forget_split=forget05")
+            field = {flag: name for name, flag in FLAGS.items()}.get(clash[0])
+            if field is None:
+                raise UnlearnError(f"{clash[0]} applies to `unlearn eval --model M -b wmdp|mmlu` only, not with --recipe")
+            raise UnlearnError(f"{clash[0]} does not apply with --recipe (the recipe sets it); write it as an override:"
+                               f" unlearn eval --recipe {recipe_name} {field}=VALUE")
         extra = [f"model.name={model}"] if model else []  # --model replaces the recipe's model
         result = evaluate_recipe(load_recipe(recipe_name, [*(overrides or []), *extra]), out, progress=not quiet,
                                  log=lambda m: typer.echo(m, err=True), command=sys.argv[1:])
@@ -103,7 +110,7 @@ def eval_cmd(
 
     check_output_dir(out)  # before the model is loaded
     if benchmark in ("wmdp", "mmlu"):
-        _eval_multiple_choice(model, benchmark, out, data_dir, dtype, batch_size, quiet, backend, limit)
+        _eval_multiple_choice(model, benchmark, out, data_dir, dtype, device, batch_size, quiet, backend, limit)
         return
     if backend != "unlearnkit" or limit is not None:
         raise UnlearnError(f"--backend and --limit apply to -b wmdp and -b mmlu only, not -b {benchmark}")
@@ -117,7 +124,7 @@ def eval_cmd(
         data["forget_split"] = forget_split
     elif benchmark == "tofu":
         data["forget_split"] = "forget10"
-    recipe = _flags_recipe({"model": {"name": model, "dtype": dtype}, "data": data,
+    recipe = _flags_recipe({"model": {"name": model, "dtype": dtype, "device": device}, "data": data,
                             "eval": {"retain_model": retain_model, "retain_logs": retain_logs,
                                      "max_new_tokens": max_new_tokens, "batch_size": batch_size},
                             "world": {"size": world_size}})
@@ -128,7 +135,7 @@ def eval_cmd(
     typer.echo(f"wrote {out}/eval.json and eval.md")
 
 
-def _eval_multiple_choice(model: str, benchmark: str, out: Path, data_dir: Optional[str], dtype: str,
+def _eval_multiple_choice(model: str, benchmark: str, out: Path, data_dir: Optional[str], dtype: str, device: str,
                           batch_size: int, quiet: bool, backend: str = "unlearnkit", limit: Optional[int] = None) -> None:
     """Zero-shot multiple-choice accuracy (WMDP bio + cyber, or MMLU) from option log-likelihoods."""
     import sys
@@ -145,10 +152,10 @@ def _eval_multiple_choice(model: str, benchmark: str, out: Path, data_dir: Optio
         from unlearnkit.benchmarks.harness import import_lm_eval
 
         import_lm_eval()  # a clear error before the model is loaded
-    recipe = _flags_recipe({"model": {"name": model, "dtype": dtype}, "eval": {"batch_size": batch_size}})
+    recipe = _flags_recipe({"model": {"name": model, "dtype": dtype, "device": device}, "eval": {"batch_size": batch_size}})
     with output_dir(out, "eval", command=sys.argv[1:], log=lambda m: typer.echo(m, err=True)) as tmp, \
             recording_reads() as reads:
-        loaded, tokenizer = load_model(model, dtype=dtype), load_tokenizer(model)
+        loaded, tokenizer = load_model(model, dtype=dtype, device=recipe.model.device), load_tokenizer(model)
         if backend == "lm_eval":
             from unlearnkit.benchmarks.harness import evaluate_with_lm_eval, local_tasks
 

@@ -36,11 +36,18 @@ class LoraSpec:
     target_modules: list[str] | str = field(default_factory=lambda: "all-linear")
 
 
-def resolve_device(device: str) -> str:
-    """"auto" -> "cuda" when a GPU is visible, else "cpu"; anything else is passed to torch as is."""
-    if device != "auto":
-        return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
+def resolve_device(device: str = "auto") -> str:
+    """The device to place a model on: "auto" is "cuda" when a GPU is visible, else "cpu"; "cuda" and
+    "cuda:N" are refused, naming the fix, when no such GPU is visible."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        index = int(device.split(":", 1)[1]) if ":" in device else 0
+        visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if index >= visible:
+            raise UnlearnError(f"model.device={device}, but {visible or 'no'} CUDA device{'s are' if visible != 1 else ' is'}"
+                               " visible; use model.device=auto (the GPU when there is one) or cpu")
+    return device
 
 
 def torch_dtype(name: str) -> torch.dtype:
@@ -137,11 +144,19 @@ def load_tokenizer(name_or_path: str, *, revision: str | None = None, trust_remo
 
 
 def load_model(name_or_path: str, *, dtype: str = "float32", revision: str | None = None,
-               trust_remote_code: bool = False, attn_implementation: str | None = None) -> nn.Module:
+               trust_remote_code: bool = False, attn_implementation: str | None = None,
+               device: str = "auto") -> nn.Module:
+    """The causal LM at `name_or_path` (local folder or hub id), in `dtype`, on `device` (`resolve_device`).
+
+    On an accelerator the weights are loaded straight onto it (``device_map``), never staged in host memory
+    as a whole; GRUN edits saved beside the weights are attached on the same device."""
     from transformers import AutoModelForCausalLM
 
+    placed = resolve_device(device)
     kwargs: dict[str, Any] = {"dtype": torch_dtype(dtype), "revision": revision,
                               "trust_remote_code": trust_remote_code, "use_safetensors": True}
+    if placed != "cpu":
+        kwargs["device_map"] = {"": placed}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     _check_folder(name_or_path, "model")

@@ -50,7 +50,7 @@ def train_settings(recipe: Recipe, partial: Path, resume: bool):
     settings = recipe.train.model_dump()
     if resume and checkpoints(partial):
         settings["resume_from"] = str(checkpoints(partial)[-1])
-    return TrainConfig(seed=recipe.seed, **settings)
+    return TrainConfig(seed=recipe.seed, device=recipe.model.device, **settings)
 
 
 def _first_difference(old: dict, new: dict, prefix: str = "") -> str:

@@ -20,6 +20,7 @@ from typing import Callable
 
 from unlearnkit.data.training import build_training_data
 from unlearnkit.errors import UnlearnError
+from unlearnkit.model.loading import resolve_device
 from unlearnkit.recipe import Recipe
 from unlearnkit.pipeline.resume import check_resumable, train_settings
 
@@ -34,7 +35,7 @@ def _load_start_model(recipe: Recipe, bench):
                                " world:retain; also data.benchmark=muse with data.data_dir=world:tiny) or data.benchmark=safety"
                                " (world:aligned, world:compliant)")
         name = str(bench.world.model_dir(name.split(":", 1)[1]))
-    model = load_model(name, dtype=recipe.model.dtype, revision=recipe.model.revision,
+    model = load_model(name, dtype=recipe.model.dtype, revision=recipe.model.revision, device=recipe.model.device,
                        trust_remote_code=recipe.model.trust_remote_code,
                        attn_implementation=recipe.model.attn_implementation)
     tokenizer = load_tokenizer(recipe.model.tokenizer or name, revision=recipe.model.revision,
@@ -129,6 +130,7 @@ def _evaluate(model, tokenizer, bench, recipe, fmt, retain_trs, safety, progress
 
     if start and bench.name == "world" and recipe.model.name.startswith("world:"):
         result = world_model_eval(bench, recipe.model.name.split(":", 1)[1], recipe.data.format, fmt,
+                                  recipe.model.device,
                                   recipe.eval, progress, retain_trs, reference)
     else:
         result = evaluate_model(model, tokenizer, bench, fmt, recipe.eval, retain_trs, progress, reference)
@@ -160,6 +162,7 @@ def run(recipe: Recipe, out_dir: str | os.PathLike | None = None, *, progress: b
     if recipe.model.lora is not None and not getattr(method, "supports_lora", True):
         raise UnlearnError(f"{method.registry_name} does not train LoRA adapters; remove model.lora from the recipe")
     fmt = get_format(recipe.data.format, recipe.data.system_prompt)
+    resolve_device(recipe.model.device)  # a GPU that is not there is refused before anything runs
     if resume:
         check_resumable(recipe, method)
     with output_dir(out, "run", resume=resume, restart=restart, command=command, log=log) as tmp:
@@ -335,6 +338,7 @@ def evaluate_recipe(recipe: Recipe, out_dir: str | os.PathLike | None = None, *,
     from unlearnkit.world.build import cache_root
 
     fmt = get_format(recipe.data.format, recipe.data.system_prompt)
+    resolve_device(recipe.model.device)
     out = Path(out_dir or recipe.output_dir)
     with output_dir(out, "eval", command=command, log=log) as tmp, recording_reads() as reads:
         bench = load_benchmark(recipe.data, recipe.world, log=log, progress=progress)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -56,6 +57,7 @@ class TrainConfig:
     save_every: int = 0  # checkpoint every N steps (0: only what the caller saves)
     resume_from: str | None = None  # a checkpoint dir written by this trainer
     progress: bool = True
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (`model.loading.resolve_device`); the recipe's model.device
 
     def total_steps(self, n_forget: int, world_size: int = 1) -> int:
         if self.steps is not None:
@@ -158,16 +160,28 @@ def _stop_after_step_on_interrupt():
         signal.signal(signal.SIGINT, previous)
 
 
+def _accelerator(cfg: TrainConfig):
+    """accelerate's Accelerator on the configured device: the CPU when asked (or when no GPU is visible);
+    with a single process and cuda:N, GPU N (under `accelerate launch` each rank gets its own GPU)."""
+    from accelerate import Accelerator
+
+    from unlearnkit.model.loading import resolve_device
+
+    placed = resolve_device(cfg.device)
+    if placed.startswith("cuda:") and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        torch.cuda.set_device(int(placed.split(":", 1)[1]))
+    return Accelerator(mixed_precision=cfg.mixed_precision, cpu=not placed.startswith(("cuda", "mps")))
+
+
 def train(model: nn.Module, method: UnlearningMethod, data: UnlearnData, cfg: TrainConfig, *,
           out_dir: str | Path | None = None, ref_batch_size: int = 32,
           on_step: Callable[[int, dict], None] | None = None) -> TrainResult:
     """Train `model` in place with `method` on `data`; returns the unwrapped model and the log."""
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
     start = time.perf_counter()
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    accelerator = _accelerator(cfg)
     set_seed(cfg.seed)
     model.to(accelerator.device)
 
