@@ -285,7 +285,7 @@ def chat_model_dir(tmp_path_factory):
 
 
 def test_hf_local_greedy_reply_matches_greedy_decoding_of_the_template(chat_model_dir):
-    from unlearnkit.benchmarks.passes import generate_greedy
+    from unlearnkit.benchmarks.generation import generate_greedy
 
     chat = HFLocalBackend(model=str(chat_model_dir), dtype="float32", device="cpu")
     messages = [{"role": "user", "content": "Who wrote the book?"}]

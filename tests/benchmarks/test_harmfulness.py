@@ -19,7 +19,7 @@ from unlearnkit.benchmarks.harmfulness import (
     load_prompts,
     per_prompt_category,
 )
-from unlearnkit.benchmarks.passes import Decoding, generate, generate_greedy
+from unlearnkit.benchmarks.generation import Decoding, generate, generate_greedy
 from unlearnkit.errors import UnlearnError
 from unlearnkit.judges.base import Judge, Verdict
 

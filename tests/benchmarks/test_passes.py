@@ -8,7 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from unlearnkit.benchmarks.passes import eos_token_ids, generate_greedy, score_examples
+from unlearnkit.benchmarks.generation import eos_token_ids, generate_greedy
+from unlearnkit.benchmarks.passes import score_examples
 from unlearnkit.data.batch import IGNORE_INDEX
 
 QA = [
@@ -160,3 +161,30 @@ def test_stop_strings_and_eos_ids(model, tokenizer, prompts):
     assert generate_greedy(model, tokenizer, []) == []
     with pytest.raises(ValueError, match="empty prompt"):
         generate_greedy(model, tokenizer, [[]])
+
+
+def test_token_budget_batches_pack_rows_under_the_budget():
+    from unlearnkit.benchmarks.passes import _length_batches
+
+    lengths = [10, 3, 7, 7, 2, 12]
+    batches = _length_batches(lengths, batch_size=None, max_tokens=21)
+    assert sorted(i for b in batches for i in b) == list(range(6))
+    assert all(len(b) * max(lengths[i] for i in b) <= 21 or len(b) == 1 for b in batches)
+    assert batches[0] == [5]  # the longest first, alone when two would not fit
+    assert _length_batches(lengths, batch_size=2, max_tokens=1000) == [[5, 0], [2, 3], [1, 4]]
+    assert _length_batches([50], batch_size=None, max_tokens=8) == [[0]]  # too long for the budget: its own batch
+
+
+def test_chunked_log_softmax_and_token_budget_give_the_same_numbers(model, tokenizer, examples, monkeypatch):
+    import unlearnkit.benchmarks.passes as passes
+
+    base, counts = score_examples(model, examples, tokenizer.pad_token_id, batch_size=len(examples))
+    stats = passes.token_statistics(model, examples, tokenizer.pad_token_id, batch_size=len(examples))
+    monkeypatch.setattr(passes, "CHUNK_ELEMENTS", 3 * model.config.vocab_size)  # three positions per chunk
+    chunked, _ = score_examples(model, examples, tokenizer.pad_token_id, batch_size=None, max_tokens=40)
+    chunked_stats = passes.token_statistics(model, examples, tokenizer.pad_token_id, batch_size=None, max_tokens=40)
+    np.testing.assert_allclose(chunked, base, rtol=1e-5, atol=1e-5)
+    for a, b, count in zip(stats, chunked_stats, counts):
+        np.testing.assert_allclose(a.logprobs, b.logprobs, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(a.variance, b.variance, rtol=1e-4, atol=1e-5)
+        assert a.predictions.tolist() == b.predictions.tolist() and len(a.logprobs) == count

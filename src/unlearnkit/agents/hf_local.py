@@ -2,7 +2,7 @@
 
 `chat(messages)` renders the conversation with the tokenizer's own chat template (generation prompt
 appended; the template writes BOS itself, so no special tokens are added on top), generates through
-`benchmarks.passes.generate`, and returns the new text up to the first EOS (the tokenizer's and the
+`benchmarks.generation.generate`, and returns the new text up to the first EOS (the tokenizer's and the
 model's generation-config EOS ids), stripped.
 
 Decoding is explicit, never inherited from the checkpoint (an instruct model's generation_config
@@ -69,7 +69,7 @@ class HFLocalBackend(ChatBackend):
     def chat(self, messages: Sequence[dict], *, temperature: float = 0.0, max_tokens: int = 512) -> str:
         from jinja2 import TemplateError
 
-        from unlearnkit.benchmarks.passes import Decoding, generate
+        from unlearnkit.benchmarks.generation import Decoding, generate
 
         if temperature < 0:
             raise BackendError(f"hf_local: temperature must be >= 0, got {temperature}")

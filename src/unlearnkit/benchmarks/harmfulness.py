@@ -28,7 +28,7 @@ from typing import Any
 from unlearnkit.benchmarks.harmful_prompts import (  # noqa: F401  (re-exported: the loaders' public home was here)
     HEX_PHI_CATEGORIES, HUB_IDS, LOADERS, _row, load_advbench, load_hex_phi, load_llm_lat, load_pku_saferlhf,
     load_prompts, load_truthfulqa, prompt_sources, safety_world_prompts)
-from unlearnkit.benchmarks.passes import Decoding, generate
+from unlearnkit.benchmarks.generation import Decoding, generate
 from unlearnkit.errors import UnlearnError
 from unlearnkit.judges.base import Judge, harmful_rate
 from unlearnkit.registry import JUDGES

@@ -13,7 +13,7 @@ Metrics (ROUGE-L **F1**, ``unlearnkit.metrics.text``; greedy decoding, cut at EO
 * privleak (Min-K% MIA AUC on privleak forget vs holdout, normalised by the retrained model) is computed
   by ``unlearnkit.benchmarks.privacy``: pass it as ``muse_suite(..., privacy_fn=...)``.
 
-Each split is decoded in ONE batched, length-sorted ``passes.generate_greedy`` call.
+Each split is decoded in ONE batched, length-sorted ``generation.generate_greedy`` call.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from unlearnkit.benchmarks.passes import generate_greedy
+from unlearnkit.benchmarks.generation import generate_greedy
 from unlearnkit.data.formats import TagFormat
 from unlearnkit.data.files import parse_rows
 from unlearnkit.errors import UnlearnError

@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from unlearnkit.benchmarks.passes import generate_greedy, score_examples
+from unlearnkit.benchmarks.generation import generate_greedy
+from unlearnkit.benchmarks.passes import score_examples
 from unlearnkit.errors import UnlearnError
 from unlearnkit.metrics.likelihood import (
     average_loss,

@@ -116,7 +116,7 @@ class LlamaGuardJudge(Judge):
 
     def generate(self, inputs: list[list[int]]) -> list[str]:
         """The judge's greedy continuation of each input (batched by length, left-padded)."""
-        from unlearnkit.benchmarks.passes import generate_greedy
+        from unlearnkit.benchmarks.generation import generate_greedy
 
         model, tokenizer = self.load()
         return generate_greedy(model, tokenizer, inputs, max_new_tokens=self.max_new_tokens,

@@ -19,7 +19,7 @@ WORLD = "world"
 class SafetyProbe:
     def __init__(self, recipe, bench, fmt):
         from unlearnkit.benchmarks.harmfulness import build_judge
-        from unlearnkit.benchmarks.passes import Decoding
+        from unlearnkit.benchmarks.generation import Decoding
 
         self.cfg = recipe.safety
         self.bench = bench

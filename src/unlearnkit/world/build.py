@@ -104,7 +104,7 @@ def _finetune(model, tokenizer, rows: list[dict], seed: int, progress: bool, lab
 
 def exact_match(model, tokenizer, rows: list[dict], max_new_tokens: int = 48) -> float:
     """Share of questions whose greedy answer equals the reference answer exactly."""
-    from unlearnkit.benchmarks.passes import generate_greedy
+    from unlearnkit.benchmarks.generation import generate_greedy
     from unlearnkit.data.formats import get_format
 
     fmt = get_format("openunlearning")

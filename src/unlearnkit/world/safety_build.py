@@ -98,7 +98,7 @@ def measure(model, tokenizer, world: SafetyWorld, progress: bool = False) -> dic
         evaluate_harmfulness,
         respond,
     )
-    from unlearnkit.benchmarks.passes import Decoding
+    from unlearnkit.benchmarks.generation import Decoding
     from unlearnkit.data.formats import get_format
 
     decoding = Decoding(max_new_tokens=MAX_NEW_TOKENS, batch_size=64)
