@@ -61,8 +61,12 @@ def test_token_statistics_match_direct_computation_and_score_examples(model, tok
 
 def test_privacy_metrics_end_to_end(model, tokenizer, fmt, examples):
     report = privacy_metrics(model, tokenizer, FORGET, HOLDOUT, fmt, batch_size=2)
-    assert set(report) == KEYS
-    assert report["mia_reference"] is None and report["privleak"] is None
+    assert set(report) == KEYS | {"privleak_reference"}
+    assert report["mia_reference"] is None
+    # without a retain model privleak is against OpenUnlearning's default reference AUC, 0.5, and says so
+    assert report["privleak"] == pytest.approx(mia.privleak(report["mia_min_k"], 0.5))
+    assert report["privleak_reference"] == {"auc": 0.5, "source": "default (no retain model: OpenUnlearning's"
+                                                                   " reference AUC 0.5)"}
     for key in ("mia_loss", "mia_zlib", "mia_gradnorm", "mia_min_k", "mia_min_k_plus_plus"):
         assert 0.0 <= report[key] <= 1.0
     forget, holdout = report["per_sample"]["forget"], report["per_sample"]["holdout"]
@@ -148,4 +152,10 @@ def test_text_privleak_for_muse(tmp_path):
     result = fn(model, tokenizer, {"forget": texts[:4], "holdout": texts[4:], "retain": []})
     assert 0.0 <= result["mia_min_k"] <= 1.0
     assert result["privleak"] == pytest.approx(mia.privleak(result["mia_min_k"], 0.5))
-    assert muse_privleak()(model, tokenizer, {"forget": texts[:2], "holdout": texts[2:4]})["privleak"] is None
+    alone = muse_privleak()(model, tokenizer, {"forget": texts[:2], "holdout": texts[2:4]})
+    assert alone["privleak"] == pytest.approx(mia.privleak(alone["mia_min_k"], 0.5))  # the default reference
+
+
+def test_privleak_without_a_reference_matches_openunlearnings_convention():
+    # OpenUnlearning's reference AUC without retain logs is 0.5: a Min-K% AUC of 0.519375 gives −3.875
+    assert mia.privleak(0.519375, 0.5) == pytest.approx(-3.875)

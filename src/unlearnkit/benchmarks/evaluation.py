@@ -126,24 +126,33 @@ def privacy_enabled(bench: BenchmarkData, eval_cfg) -> bool:
 def evaluate_model(model, tokenizer, bench: BenchmarkData, fmt, eval_cfg, retain_truth_ratios=None,
                    progress: bool = True, reference=None) -> dict:
     """Run the TOFU suite (metrics + per-sample values) on `bench`'s splits, plus the privacy suite
-    (MIA AUCs forget vs holdout, privleak, memorization) when enabled. `reference`:
+    (MIA AUCs forget vs holdout, privleak, memorization) when enabled, through ONE `Evaluator`: a
+    sequence both suites score (the forget answers) runs once. `reference`:
     `(reference_model or None, retain model's mia_min_k AUC or None)`."""
     if bench.name == "muse":
         return _evaluate_muse(model, tokenizer, bench, fmt, eval_cfg, progress, reference)
-    from unlearnkit.benchmarks.tofu import evaluate_tofu
+    from unlearnkit.benchmarks.evaluator import Evaluator
+    from unlearnkit.benchmarks.tofu import plan_tofu
 
-    result = evaluate_tofu(model, tokenizer, bench.splits, fmt, batch_size=eval_cfg.batch_size,
-                           max_new_tokens=eval_cfg.max_new_tokens, retain_truth_ratios=retain_truth_ratios,
-                           progress=progress).to_dict()
+    reference_model, retain_auc = reference or (None, None)
+    ev = Evaluator(model, tokenizer, batch_size=eval_cfg.batch_size, progress=progress,
+                   reference_model=reference_model)
+    finish_tofu = plan_tofu(ev, bench.splits, fmt, max_new_tokens=eval_cfg.max_new_tokens,
+                            retain_truth_ratios=retain_truth_ratios)
+    finish_privacy = None
     if privacy_enabled(bench, eval_cfg):
-        from unlearnkit.benchmarks.privacy import privacy_metrics
+        from unlearnkit.benchmarks.privacy import plan_privacy
 
-        reference_model, retain_auc = reference or (None, None)
-        privacy = privacy_metrics(model, tokenizer, list(bench.splits.forget), list(bench.splits.holdout), fmt,
-                                  reference_model=reference_model, retain_min_k_auc=retain_auc,
-                                  batch_size=eval_cfg.batch_size)
+        finish_privacy = plan_privacy(ev, list(bench.splits.forget), list(bench.splits.holdout), fmt,
+                                      retain_min_k_auc=retain_auc)
+    ev.run()
+    result = finish_tofu().to_dict()
+    if finish_privacy is not None:
+        privacy = finish_privacy()
         result["per_sample"]["privacy"] = privacy.pop("per_sample")
+        result["privleak_reference"] = privacy.pop("privleak_reference")
         result["metrics"].update(privacy)
+    result["passes"] = {"sequences": dict(ev.counts), "seconds": {k: round(v, 3) for k, v in ev.seconds.items()}}
     return result
 
 
@@ -153,9 +162,15 @@ def _evaluate_muse(model, tokenizer, bench: BenchmarkData, fmt, eval_cfg, progre
     from unlearnkit.benchmarks.muse import muse_suite
     from unlearnkit.benchmarks.privacy import muse_privleak
 
-    privacy_fn = muse_privleak((reference or (None, None))[1]) if privacy_enabled(bench, eval_cfg) else None
-    return muse_suite(model, tokenizer, bench.splits, fmt=fmt, batch_size=eval_cfg.batch_size,
-                      privacy_fn=privacy_fn, progress=progress).to_dict()
+    retain_auc = (reference or (None, None))[1]
+    privacy_fn = muse_privleak(retain_auc) if privacy_enabled(bench, eval_cfg) else None
+    result = muse_suite(model, tokenizer, bench.splits, fmt=fmt, batch_size=eval_cfg.batch_size,
+                        privacy_fn=privacy_fn, progress=progress).to_dict()
+    if privacy_fn is not None:
+        from unlearnkit.benchmarks.privacy import privleak_reference
+
+        result["privleak_reference"] = privleak_reference(retain_auc)
+    return result
 
 
 def privacy_reference(bench: BenchmarkData, recipe, fmt, progress: bool = True):

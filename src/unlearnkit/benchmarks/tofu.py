@@ -2,9 +2,10 @@
 
 For each split — forget, retain (``retain_perturbed``), real authors, world facts — every teacher-forced
 sequence the split needs (answer; paraphrased answer on forget/retain; each perturbed answer) is built
-once and scored in ONE ``score_examples`` call, and the questions are decoded in ONE greedy generation
-pass; every metric below is then derived from those arrays (OpenUnlearning runs a separate pass per
-metric). Formulas are in ``unlearnkit.metrics``; here, with P̄ the length-normalised probability:
+once and asked of the `Evaluator` with the split's questions to decode greedily (`plan_tofu`); the
+evaluator runs each distinct sequence once across every split and metric (the privacy suite's forget
+answers included), and every metric below is then derived from those arrays (OpenUnlearning runs a
+separate pass per metric). Formulas are in ``unlearnkit.metrics``; here, with P̄ the length-normalised probability:
 
 * ``{split}_prob``           = mean_i P̄(a_i | q_i)                        (original answers)
 * ``{ra,wf}_prob_normalised`` = mean_i P̄(a_i) / (P̄(a_i) + Σ_j P̄(â_ij) + 1e-10)
@@ -23,14 +24,11 @@ used here.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from unlearnkit.benchmarks.generation import generate_greedy
-from unlearnkit.benchmarks.passes import score_examples
 from unlearnkit.errors import UnlearnError
 from unlearnkit.metrics.likelihood import (
     average_loss,
@@ -113,44 +111,80 @@ def _build(rows: list[dict], split: str, paraphrased: bool, fmt: Any, tokenizer:
     return questions, examples, layout
 
 
-def _evaluate_split(model, tokenizer, rows, split, fmt, question_key, batch_size, max_new_tokens, progress, seconds):
+def _plan_split(ev, rows, split, fmt, question_key, decoding):
+    """Ask `ev` for one split's passes; return the function computing its metrics afterwards."""
     prefix, paraphrased, aggregate = SPLITS[split]
     if not rows:
         raise UnlearnError(f"TOFU split {split!r} has no rows; evaluation needs at least one question per split")
-    started = time.perf_counter()
-    questions, examples, layout = _build(rows, split, paraphrased, fmt, tokenizer, question_key)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    summed, n_tokens = score_examples(model, examples, pad_id, batch_size=batch_size, progress=progress)
-    avg_loss = average_loss(summed, n_tokens)
-    prob = np.exp(-avg_loss)
-    answer_prob = prob[layout.answer]
-    correct_loss = avg_loss[layout.paraphrased if paraphrased else layout.answer]
-    tr = truth_ratios(correct_loss, [avg_loss[idx] for idx in layout.perturbed])
-    seconds[f"{split}_scoring"] = time.perf_counter() - started
+    questions, examples, layout = _build(rows, split, paraphrased, fmt, ev.tokenizer, question_key)
+    scores = ev.score(examples)
+    generations = ev.generation([fmt.prompt_ids(ev.tokenizer, question) for question in questions], decoding)
 
-    started = time.perf_counter()
-    prompts = [fmt.prompt_ids(tokenizer, question) for question in questions]
-    generations = generate_greedy(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
-                                  batch_size=batch_size, progress=progress)
-    golds = [row["answer"] for row in rows]
-    rouge = rouge_scores(golds, generations)
-    seconds[f"{split}_generation"] = time.perf_counter() - started
+    def finish():
+        summed, n_tokens = scores.get()
+        avg_loss = average_loss(summed, n_tokens)
+        prob = np.exp(-avg_loss)
+        answer_prob = prob[layout.answer]
+        correct_loss = avg_loss[layout.paraphrased if paraphrased else layout.answer]
+        tr = truth_ratios(correct_loss, [avg_loss[idx] for idx in layout.perturbed])
+        golds = [row["answer"] for row in rows]
+        texts = generations.get()
+        rouge = rouge_scores(golds, texts)
+        metrics = {
+            f"{prefix}_prob": float(np.mean(answer_prob)),
+            f"{prefix}_rouge": float(np.mean(rouge["rougeL_recall"])),
+            f"{prefix}_truth_ratio": aggregate(tr),
+        }
+        samples: dict[str, list] = {
+            "question": list(questions), "answer": golds, "generation": texts,
+            "prob": answer_prob.tolist(), "rouge_l_recall": rouge["rougeL_recall"],
+            "rouge_l_f1": rouge["rougeL_f1"], "rouge1_recall": rouge["rouge1_recall"], "truth_ratio": tr.tolist(),
+        }
+        if not paraphrased:
+            normalised = probability_over_options(answer_prob, [prob[idx] for idx in layout.perturbed])
+            metrics[f"{prefix}_prob_normalised"] = float(np.mean(normalised))
+            samples["prob_normalised"] = normalised.tolist()
+        return metrics, samples, tr
 
-    metrics = {
-        f"{prefix}_prob": float(np.mean(answer_prob)),
-        f"{prefix}_rouge": float(np.mean(rouge["rougeL_recall"])),
-        f"{prefix}_truth_ratio": aggregate(tr),
-    }
-    samples: dict[str, list] = {
-        "question": list(questions), "answer": golds, "generation": generations,
-        "prob": answer_prob.tolist(), "rouge_l_recall": rouge["rougeL_recall"],
-        "rouge_l_f1": rouge["rougeL_f1"], "rouge1_recall": rouge["rouge1_recall"], "truth_ratio": tr.tolist(),
-    }
-    if not paraphrased:
-        normalised = probability_over_options(answer_prob, [prob[idx] for idx in layout.perturbed])
-        metrics[f"{prefix}_prob_normalised"] = float(np.mean(normalised))
-        samples["prob_normalised"] = normalised.tolist()
-    return metrics, samples, tr
+    return finish
+
+
+ORDER = ["forget_prob", "forget_rouge", "forget_truth_ratio", "forget_quality", "retain_prob", "retain_rouge",
+         "retain_truth_ratio", "ra_prob", "ra_prob_normalised", "ra_rouge", "ra_truth_ratio", "wf_prob",
+         "wf_prob_normalised", "wf_rouge", "wf_truth_ratio", "model_utility"]
+
+
+def plan_tofu(ev, splits: Any, fmt: Any, *, max_new_tokens: int = 200, retain_truth_ratios: list[float] | None = None,
+              question_key: str = "question"):
+    """Ask `ev` (an `Evaluator`) for every pass of the TOFU suite — per split, the teacher-forced sequences
+    (answer, paraphrased answer, perturbed answers) and one greedy generation per question — and return
+    the function that computes the `TofuResult` once `ev.run()` has run (see `evaluate_tofu`)."""
+    from unlearnkit.benchmarks.generation import Decoding
+
+    decoding = Decoding(max_new_tokens=max_new_tokens, batch_size=ev.batch_size or 32)
+    finishers = {}
+    for split in SPLITS:
+        rows = getattr(splits, split, None)
+        if rows is None:
+            raise UnlearnError(f"TOFU evaluation needs the {split!r} split, and the given splits have none")
+        key = question_key if SPLITS[split][1] else "question"
+        finishers[split] = _plan_split(ev, list(rows), split, fmt, key, decoding)
+
+    def finish() -> TofuResult:
+        metrics: dict[str, float | None] = {}
+        per_sample: dict[str, dict[str, list]] = {}
+        forget_tr = np.array([])
+        for split, split_finish in finishers.items():
+            split_metrics, samples, tr = split_finish()
+            metrics.update(split_metrics)
+            per_sample[split] = samples
+            if split == "forget":
+                forget_tr = tr
+        metrics["forget_quality"] = forget_quality(forget_tr, retain_truth_ratios)
+        metrics["model_utility"] = model_utility(metrics)
+        return TofuResult({k: metrics[k] for k in ORDER}, per_sample, forget_tr.tolist(), dict(ev.seconds))
+
+    return finish
 
 
 def evaluate_tofu(
@@ -164,35 +198,19 @@ def evaluate_tofu(
     retain_truth_ratios: list[float] | None = None,
     question_key: str = "question",
     progress: bool = False,
+    max_tokens: int | None = None,
 ) -> TofuResult:
     """Evaluate ``model`` on TOFU's forget/retain/real-author/world-fact splits (see module docstring).
 
     ``splits`` has attributes ``forget``, ``retain``, ``real_authors``, ``world_facts`` (lists of rows in
     the TOFU perturbed schemas), e.g. ``unlearnkit.data.tofu.TofuSplits``; ``fmt`` is a prompt format
     (``unlearnkit.data.formats``). ``retain_truth_ratios``: the retain model's ``forget_truth_ratios``,
-    needed for ``forget_quality``.
+    needed for ``forget_quality``. ``max_tokens``: the token budget of a scoring batch.
     """
-    total = time.perf_counter()
-    metrics: dict[str, float | None] = {}
-    per_sample: dict[str, dict[str, list]] = {}
-    seconds: dict[str, float] = {}
-    forget_tr = np.array([])
-    for split in SPLITS:
-        rows = getattr(splits, split, None)
-        if rows is None:
-            raise UnlearnError(f"TOFU evaluation needs the {split!r} split, and the given splits have none")
-        key = question_key if SPLITS[split][1] else "question"
-        split_metrics, samples, tr = _evaluate_split(
-            model, tokenizer, list(rows), split, fmt, key, batch_size, max_new_tokens, progress, seconds
-        )
-        metrics.update(split_metrics)
-        per_sample[split] = samples
-        if split == "forget":
-            forget_tr = tr
-    metrics["forget_quality"] = forget_quality(forget_tr, retain_truth_ratios)
-    metrics["model_utility"] = model_utility(metrics)
-    order = ["forget_prob", "forget_rouge", "forget_truth_ratio", "forget_quality", "retain_prob", "retain_rouge",
-             "retain_truth_ratio", "ra_prob", "ra_prob_normalised", "ra_rouge", "ra_truth_ratio", "wf_prob",
-             "wf_prob_normalised", "wf_rouge", "wf_truth_ratio", "model_utility"]
-    seconds["total"] = time.perf_counter() - total
-    return TofuResult({k: metrics[k] for k in order}, per_sample, forget_tr.tolist(), seconds)
+    from unlearnkit.benchmarks.evaluator import Evaluator
+
+    ev = Evaluator(model, tokenizer, batch_size=batch_size, max_tokens=max_tokens, progress=progress)
+    finish = plan_tofu(ev, splits, fmt, max_new_tokens=max_new_tokens, retain_truth_ratios=retain_truth_ratios,
+                       question_key=question_key)
+    ev.run()
+    return finish()

@@ -1,0 +1,153 @@
+"""The Evaluator: one per evaluation of one model, shared by every metric of every benchmark it runs.
+
+Benchmarks plan first: each metric asks for the passes it needs (`score` — teacher-forced summed
+log-probs; `token_stats` — per-token log-probs, moments and argmax; `generation` — decoded text under a
+`Decoding`; `gradnorm` — per-sample gradient norms; `reference_score` — the reference model's scores).
+`run()` then takes the union, deduplicates identical sequences across metrics and splits (a sequence asked
+for its score and its token statistics is run once: the score is the statistics' sum), runs each pass
+once on the model's device under the token budget, and every request gets its arrays in the order it
+asked. ``counts`` and ``seconds`` say what ran (the breakdown `bench/eval_throughput.py` prints).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from unlearnkit.benchmarks.generation import Decoding, generate
+from unlearnkit.benchmarks.passes import gradnorm_scores, score_examples, token_statistics
+from unlearnkit.data.batch import Example
+
+Key = tuple[tuple[int, ...], tuple[int, ...]]
+
+
+class Request:
+    """A pass result, filled by `Evaluator.run`."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._value: Any = None
+        self._ready = False
+
+    def set(self, value: Any) -> None:
+        self._value, self._ready = value, True
+
+    def get(self) -> Any:
+        if not self._ready:
+            raise RuntimeError(f"the {self.kind} pass has not run: call Evaluator.run() first")
+        return self._value
+
+
+def _key(example: Example) -> Key:
+    return tuple(example.input_ids), tuple(example.labels)
+
+
+class Evaluator:
+    """Collects pass requests for one model, runs each distinct sequence once, fills the requests."""
+
+    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int | None = 32, max_tokens: int | None = None,
+                 progress: bool = False, reference_model: Any = None):
+        self.model, self.tokenizer, self.reference_model = model, tokenizer, reference_model
+        self.batch_size, self.max_tokens, self.progress = batch_size, max_tokens, progress
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self._examples: dict[Key, Example] = {}
+        self._wanted: dict[str, dict[Key, None]] = {"score": {}, "stats": {}, "gradnorm": {}, "reference": {}}
+        self._requests: list[tuple[str, list[Key], Request]] = []
+        self._generations: list[tuple[Decoding, tuple[str, ...], list[tuple[int, ...]], Request]] = []
+        self.counts: dict[str, int] = {}
+        self.seconds: dict[str, float] = {}
+
+    # ------------------------------------------------------------------------------------------ planning
+
+    def _ask(self, kind: str, examples: Sequence[Example]) -> Request:
+        keys = []
+        for example in examples:
+            key = _key(example)
+            self._examples.setdefault(key, example)
+            self._wanted[kind][key] = None
+            keys.append(key)
+        request = Request(kind)
+        self._requests.append((kind, keys, request))
+        return request
+
+    def score(self, examples: Sequence[Example]) -> Request:
+        """→ (summed log-prob (N,) float64, supervised tokens (N,) int64)."""
+        return self._ask("score", examples)
+
+    def token_stats(self, examples: Sequence[Example]) -> Request:
+        """→ list of `passes.TokenStatistics`."""
+        return self._ask("stats", examples)
+
+    def gradnorm(self, examples: Sequence[Example]) -> Request:
+        """→ (N,) per-sample gradient norms (`passes.gradnorm_scores`)."""
+        return self._ask("gradnorm", examples)
+
+    def reference_score(self, examples: Sequence[Example]) -> Request:
+        """→ the reference model's (summed log-prob, tokens); needs `reference_model`."""
+        if self.reference_model is None:
+            raise ValueError("reference_score needs an Evaluator with a reference_model")
+        return self._ask("reference", examples)
+
+    def generation(self, prompts: Sequence[Sequence[int]], decoding: Decoding,
+                   stop_strings: Sequence[str] = ()) -> Request:
+        """→ list of generated texts, one per prompt (token ids, BOS included)."""
+        request = Request("generation")
+        self._generations.append((decoding, tuple(stop_strings), [tuple(p) for p in prompts], request))
+        return request
+
+    # ------------------------------------------------------------------------------------------ running
+
+    def _timed(self, name: str, count: int, fn: Callable[[], Any]) -> Any:
+        started = time.perf_counter()
+        value = fn()
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+        self.counts[name] = self.counts.get(name, 0) + count
+        return value
+
+    def run(self) -> None:
+        """Run every distinct pass once and fill every request."""
+        stats_keys = list(self._wanted["stats"])
+        score_keys = [k for k in self._wanted["score"] if k not in self._wanted["stats"]]
+        common = dict(batch_size=self.batch_size, max_tokens=self.max_tokens, progress=self.progress)
+        stats = dict(zip(stats_keys, self._timed("token_stats", len(stats_keys), lambda: token_statistics(
+            self.model, [self._examples[k] for k in stats_keys], self.pad_id, **common))))
+        scores: dict[Key, tuple[float, int]] = {k: (float(s.logprobs.sum()), len(s.logprobs)) for k, s in stats.items()}
+        if score_keys:
+            summed, counts = self._timed("score", len(score_keys), lambda: score_examples(
+                self.model, [self._examples[k] for k in score_keys], self.pad_id, **common))
+            scores.update(zip(score_keys, zip(summed.tolist(), counts.tolist())))
+        grad_keys = list(self._wanted["gradnorm"])
+        grads = dict(zip(grad_keys, self._timed("gradnorm", len(grad_keys), lambda: gradnorm_scores(
+            self.model, [self._examples[k] for k in grad_keys], self.pad_id)))) if grad_keys else {}
+        ref_keys = list(self._wanted["reference"])
+        references: dict[Key, tuple[float, int]] = {}
+        if ref_keys:
+            summed, counts = self._timed("reference_score", len(ref_keys), lambda: score_examples(
+                self.reference_model, [self._examples[k] for k in ref_keys], self.pad_id, **common))
+            references = dict(zip(ref_keys, zip(summed.tolist(), counts.tolist())))
+        for kind, keys, request in self._requests:
+            if kind == "stats":
+                request.set([stats[k] for k in keys])
+            elif kind == "gradnorm":
+                request.set(np.array([grads[k] for k in keys], dtype=np.float64))
+            else:
+                table = scores if kind == "score" else references
+                request.set((np.array([table[k][0] for k in keys], dtype=np.float64),
+                             np.array([table[k][1] for k in keys], dtype=np.int64)))
+        self._run_generations()
+        self._requests, self._generations = [], []
+
+    def _run_generations(self) -> None:
+        groups: dict[tuple[Decoding, tuple[str, ...]], dict[tuple[int, ...], None]] = {}
+        for decoding, stops, prompts, _ in self._generations:
+            groups.setdefault((decoding, stops), {}).update(dict.fromkeys(prompts))
+        texts: dict[tuple[Decoding, tuple[str, ...]], dict[tuple[int, ...], str]] = {}
+        for (decoding, stops), unique in groups.items():
+            prompts = [list(p) for p in unique]
+            outputs = self._timed("generation", len(prompts), lambda: generate(
+                self.model, self.tokenizer, prompts, decoding, stop_strings=stops, progress=self.progress))
+            texts[(decoding, stops)] = dict(zip(unique, outputs))
+        for decoding, stops, prompts, request in self._generations:
+            request.set([texts[(decoding, stops)][p] for p in prompts])
