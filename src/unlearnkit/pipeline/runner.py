@@ -310,6 +310,7 @@ def _report(recipe, method, bench, before, after, result, stages, timings, decis
         "per_sample": {"before": before["per_sample"] if before else None,
                        "after": after["per_sample"] if after else None},
         "forget_truth_ratios": after.get("forget_truth_ratios") if after else None,
+        "privleak_reference": (after or before or {}).get("privleak_reference"),
     }
     if len(stages) > 1:
         report["stages"] = stages

@@ -46,6 +46,9 @@ def markdown(report: dict) -> str:
     lines += ["| metric | before | after | reading |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in table_rows(report)]
     lines += robustness_lines(report)
+    reference = report.get("privleak_reference")
+    if reference:
+        lines += ["", f"privleak is against a Min-K% AUC of {fmt_value(reference['auc'])}: {reference['source']}."]
     lines += ["", "Timings (s): " + ", ".join(f"{k} {v}" for k, v in report["timings"].items()), ""]
     return "\n".join(lines)
 
