@@ -29,7 +29,7 @@ def muse_run(tmp_path_factory):
 
 
 def bench_and_tokenizer():
-    from unlearnkit.benchmarks.evaluation import load_benchmark
+    from unlearnkit.benchmarks.suite import load_benchmark
     from unlearnkit.model import load_tokenizer
 
     recipe = load_recipe("muse/world", SMALL)
@@ -151,10 +151,10 @@ def test_local_raw_texts_and_their_errors(tmp_path):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["attacks.paraphrase=true"], "attacks.paraphrase rewrites TOFU-style"),
+    (["attacks.paraphrase=true"], "attacks.paraphrase rewrites forget questions; muse has none"),
     (["data.sequential=[forget]"], "data.sequential is not available for MUSE"),
     (["eval.retain_logs=x.json"], "eval.retain_logs holds TOFU truth ratios"),
-    (["data.forget_split=forget01"], "MUSE unlearns its raw 'forget' split"),
+    (["data.forget_split=forget01"], "'forget01' is not a forget split of muse; valid: forget"),
 ])
 def test_what_muse_cannot_do_is_refused_before_training(tmp_path, overrides, message):
     with pytest.raises(UnlearnError, match=message):

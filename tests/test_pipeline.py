@@ -164,11 +164,13 @@ def test_second_run_reuses_world_and_before_evaluation(first_run, cache_dir, tmp
     assert len(worlds) == 1, list(cache_dir.iterdir())
     world = worlds[0]
     assert (world / "info.json").is_file()
-    assert {p.name.split("-")[0] for p in (world / "evals").glob("*.json")} >= {"target", "retain"}
-    files = _files(world)
+    assert {p.name.split("-")[0] for p in (world / "evals").glob("*.json")} >= {"target"}  # the starting model
+    references = cache_dir / "retain_evals"  # the retain model's truth ratios and Min-K% AUC, by content
+    assert len(list(references.glob("*.json"))) >= 2
+    files = (_files(world), _files(references))
 
     second = quiet_run(["train.steps=1"], tmp_path / "second")
-    assert _files(world) == files  # nothing rebuilt, nothing re-evaluated
+    assert (_files(world), _files(references)) == files  # nothing rebuilt, nothing re-evaluated
     assert second["before"] == report["before"]  # the cached evaluation of the starting model
     assert second["timings"]["load_data_and_world"] < 3.0
     assert second["timings"]["evaluate_before"] < 1.0

@@ -74,9 +74,11 @@ class ModelSection(_Section):
 
 
 class DataSection(_Section):
-    benchmark: Literal["world", "tofu", "safety", "muse"] = "world"  # safety: the tiny aligned chat world
+    benchmark: Text = "world"  # a registered benchmark (`unlearn ls benchmarks`); safety: the tiny aligned chat world
     forget_split: Text = "forget"  # world, muse: forget; tofu: forget01 | forget05 | forget10
-    data_dir: Text | None = None  # tofu / muse: local folder with the benchmark's files (else the hub)
+    data_dir: Text | None = None  # tofu / muse / wmdp / mmlu: local folder with the benchmark's files (else the hub)
+    limit: PositiveInt | None = None  # the first N rows of each evaluation split (quick checks)
+    subsets: list[Text] = Field(default_factory=list)  # wmdp: bio | chem | cyber; mmlu: subjects (empty: default)
     muse_corpus: Literal["news", "books"] = "news"  # muse: muse-bench/MUSE-News or MUSE-Books
     format: Text = "openunlearning"  # openunlearning | chat | llama2_chat
     system_prompt: str = ""
@@ -162,8 +164,12 @@ class SelectSection(_Section):
 
 class EvalSection(_Section):
     before: bool = True  # evaluate the starting model too (cached for the tiny world)
-    batch_size: PositiveInt = 32
+    after: bool = True  # evaluate the unlearned model (`unlearn run --no-eval` turns both off)
+    metrics: list[Text] | None = None  # a subset of the benchmark's metrics (its or OpenUnlearning's names); null: all
+    batch_size: PositiveInt = 32  # rows per batch (generation; scoring also under max_tokens_per_batch)
+    max_tokens_per_batch: PositiveInt | None = None  # token budget of a scoring batch (rows × longest); null: none
     max_new_tokens: PositiveInt = 200
+    backend: Literal["unlearnkit", "lm_eval"] = "unlearnkit"  # wmdp / mmlu: lm_eval scores through lm-eval's tasks
     retain_model: Text | None = None  # tofu: the retain model (hub id or dir) for forget quality
     retain_logs: Text | None = None  # or a report/eval JSON holding its forget truth ratios
     privacy: bool | None = None  # MIA suite, privleak, memorization; null: on when the benchmark has a holdout
@@ -356,8 +362,9 @@ def _friendly(err: ValidationError, source: str) -> UnlearnError:
     if model is not None and first["type"] in ("value_error", "assertion_error"):
         return UnlearnError(f"{source}: {field_problem(first)}")  # a check over a whole section
     example = ""
-    if field is not None and model is None:
-        example = f"; e.g. {'.'.join(names)}={show_value(field.get_default(call_default_factory=True))}"
+    default = field.get_default(call_default_factory=True) if field is not None else None
+    if field is not None and model is None and default is not None:  # no example for an unset-by-default field
+        example = f"; e.g. {'.'.join(names)}={show_value(default)}"
     return UnlearnError(f"{source}: field '{where}' {field_problem(first)} (got {first.get('input')!r}){example}")
 
 

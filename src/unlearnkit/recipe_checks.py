@@ -12,7 +12,6 @@ import re
 
 from unlearnkit.errors import UnlearnError
 
-WORLD_MUSE = "world:tiny"  # data.data_dir for muse: the tiny world in MUSE's layout (`evaluation.WORLD_MUSE`)
 CHEAP_METRICS = ("forget_prob", "retain_prob")  # what eval.select.metrics=cheap measures (`selection.cheap_metrics`)
 
 
@@ -21,8 +20,7 @@ def check_recipe(recipe, method) -> None:
     from unlearnkit.data.formats import get_format
 
     get_format(recipe.data.format)  # an unknown data.format, with a did-you-mean
-    for check in (_check_forget_source, _check_splits, _check_benchmark_options, _check_safety_paths,
-                  _check_selection):
+    for check in (_check_forget_source, _check_benchmark, _check_safety_paths, _check_selection):
         check(recipe)
     _check_method(recipe, method)
 
@@ -40,47 +38,16 @@ def _check_forget_source(recipe) -> None:
                            f" data.forget_source={data.forget_source}")
 
 
-def _check_splits(recipe) -> None:
-    data = recipe.data
-    if data.benchmark == "tofu":
-        from unlearnkit.data.tofu import FORGET_SPLITS
+def _check_benchmark(recipe) -> None:
+    """The benchmark is registered (did-you-mean otherwise) and accepts the recipe's options."""
+    from unlearnkit.registry import BENCHMARKS
 
-        for name in [data.forget_split, *data.sequential]:
-            if name not in FORGET_SPLITS:
-                what = "data.sequential" if name != data.forget_split else "data.forget_split"
-                raise UnlearnError(f"{what}: '{name}' is not a TOFU forget split; valid: {', '.join(FORGET_SPLITS)}")
-        return
-    if data.forget_split != "forget":
-        if data.benchmark == "muse":
-            raise UnlearnError(f"MUSE unlearns its raw 'forget' split (got data.forget_split='{data.forget_split}');"
-                               " remove data.forget_split")
-        raise UnlearnError(f"the {'safety' if data.benchmark == 'safety' else 'tiny'} world has one forget split,"
-                           f" 'forget' (got '{data.forget_split}'); remove data.forget_split or set data.benchmark=tofu")
-    if data.sequential and data.benchmark == "muse":
-        raise UnlearnError("data.sequential is not available for MUSE yet (its sust/forget_1..4 splits are not"
-                           " loaded); run one request per recipe, starting each from the previous run's model")
-    for name in data.sequential:
-        if not re.fullmatch(r"forget(_[1-9][0-9]*)?", name):
-            raise UnlearnError(f"data.sequential: '{name}' is not a forget request of the world; valid: forget"
-                               " (every forget author) or forget_1, forget_2, ... (one author each)")
-
-
-def _check_benchmark_options(recipe) -> None:
-    data, evaluation = recipe.data, recipe.eval
-    if data.data_dir is not None and data.benchmark in ("world", "safety"):
-        world = "tiny" if data.benchmark == "world" else "safety"
-        raise UnlearnError(f"data.data_dir is read by data.benchmark=tofu and muse; the {world} world"
-                           f" (data.benchmark={data.benchmark}) is generated: remove data.data_dir")
-    world_models = data.benchmark in ("world", "safety") or (data.benchmark == "muse" and data.data_dir == WORLD_MUSE)
-    if evaluation.retain_model and evaluation.retain_model.startswith("world:") and not world_models:
-        raise UnlearnError(f"eval.retain_model '{evaluation.retain_model}' is a tiny-world model; it needs"
-                           " data.benchmark=world (or muse with data.data_dir=world:tiny)")
-    if data.benchmark == "muse" and evaluation.retain_logs:
-        raise UnlearnError("eval.retain_logs holds TOFU truth ratios; MUSE has none: give eval.retain_model"
-                           " (e.g. muse-bench/MUSE-News_retrain) for privleak's reference instead")
-    if data.benchmark == "muse" and recipe.attacks.paraphrase:
-        raise UnlearnError("attacks.paraphrase rewrites TOFU-style forget questions; MUSE has none: set"
-                           " attacks.paraphrase=false (relearn and quantize work on MUSE)")
+    benchmark = BENCHMARKS.build(recipe.data.benchmark)
+    benchmark.check(recipe)
+    retain = recipe.eval.retain_model
+    if retain and retain.startswith("world:") and not benchmark.has_world_models(recipe.data):
+        raise UnlearnError(f"eval.retain_model '{retain}' is a tiny-world model; it needs data.benchmark=world"
+                           " (or muse with data.data_dir=world:tiny)")
 
 
 def _check_safety_paths(recipe) -> None:

@@ -184,3 +184,4 @@ class Registry:
 METHODS = Registry("method", "unlearnkit.methods", override_prefix="method.")
 JUDGES = Registry("judge", "unlearnkit.judges")
 BACKENDS = Registry("backend", "unlearnkit.agents")
+BENCHMARKS = Registry("benchmark", "unlearnkit.benchmarks")

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 import unlearnkit.benchmarks.evaluator as evaluator_module
-from unlearnkit.benchmarks.evaluation import BenchmarkData, evaluate_model
+from unlearnkit.benchmarks.base import BenchmarkData
+from unlearnkit.benchmarks.suite import evaluate
+from unlearnkit.benchmarks.tofu import TofuBenchmark
 from unlearnkit.benchmarks.evaluator import Evaluator
 from unlearnkit.benchmarks.generation import Decoding, generate_greedy
 from unlearnkit.benchmarks.passes import score_examples, token_statistics
@@ -36,8 +38,8 @@ def test_each_distinct_sequence_is_scored_once_across_tofu_and_privacy(model, to
     seen = counted
     splits = copy.copy(tiny_splits)
     splits.holdout = [{"question": "Who painted the fence?", "answer": "Tom painted the fence."}]
-    bench = BenchmarkData("tofu", splits, splits.forget, splits.retain)
-    result = evaluate_model(model, tokenizer, bench, fmt, EvalSection(max_new_tokens=2, batch_size=64), progress=False)
+    bench = BenchmarkData("tofu", splits, splits.forget, splits.retain, component=TofuBenchmark())
+    result = evaluate(model, tokenizer, bench, fmt, EvalSection(max_new_tokens=2, batch_size=64), progress=False)
     assert len(seen) == len(set(seen))  # nothing scored twice
     # the forget answers serve TOFU's forget_prob and the privacy suite: one token-statistics pass for both
     distinct_tofu = 10 + 12 + 8 + 3

@@ -256,7 +256,7 @@ def test_unlearn_eval_wmdp_cli_on_local_files(tmp_path, cache_dir, env, isolated
     assert result.exit_code == 0, result.output
     evaluated = json.loads((tmp_path / "out" / "eval.json").read_text())
     assert evaluated["n"] == 5 and set(evaluated["per_subset"]) == {"bio", "cyber"}
-    assert 0.0 <= evaluated["accuracy"] <= 1.0 and "| bio |" in (tmp_path / "out" / "eval.md").read_text()
+    assert 0.0 <= evaluated["metrics"]["accuracy"] <= 1.0 and "| bio_accuracy |" in (tmp_path / "out" / "eval.md").read_text()
     if importlib.util.find_spec("lm_eval") is None:
         return  # the lm-eval route is covered where lm-eval is installed (dev extras install it)
     result = CliRunner().invoke(app, ["eval", "--model", str(model_dir), "-b", "wmdp", "--data-dir", str(data),
@@ -265,6 +265,6 @@ def test_unlearn_eval_wmdp_cli_on_local_files(tmp_path, cache_dir, env, isolated
     evaluated = json.loads((tmp_path / "lm" / "eval.json").read_text())
     assert evaluated["n"] == 4 and set(evaluated["per_subset"]) == {"wmdp_bio", "wmdp_cyber"}
     assert evaluated["settings"]["backend"] == "lm_eval"
-    result = CliRunner().invoke(app, ["eval", "--model", str(model_dir), "-b", "world", "--limit", "2",
+    result = CliRunner().invoke(app, ["eval", "--model", str(model_dir), "-b", "world", "--backend", "lm_eval",
                                       "--out", str(tmp_path / "bad")], env=env)
-    assert result.exit_code != 0 and "apply to -b wmdp and -b mmlu only" in result.output
+    assert result.exit_code != 0 and "--backend lm_eval scores wmdp and mmlu" in result.output

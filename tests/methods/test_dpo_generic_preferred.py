@@ -9,7 +9,6 @@ text. Its 10-step loss curve is in tests/methods/test_golden.py; the margin's cu
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -83,7 +82,10 @@ def tokenizer():
 
 
 def bench():
-    return SimpleNamespace(train_forget=FORGET, train_retain=RETAIN)
+    from unlearnkit.benchmarks.base import BenchmarkData
+    from unlearnkit.benchmarks.worlds import WorldBenchmark
+
+    return BenchmarkData("world", None, FORGET, RETAIN, component=WorldBenchmark())
 
 
 def decode(tokenizer, example) -> str:

@@ -32,14 +32,14 @@ def check_attacks(recipe, bench) -> None:
     """Refuse, before any training, an attack the benchmark cannot run."""
     from unlearnkit.errors import UnlearnError
 
-    if recipe.attacks.paraphrase and bench.name == "muse":
-        raise UnlearnError("attacks.paraphrase rewrites TOFU-style forget questions; MUSE has none: set"
-                           " attacks.paraphrase=false (relearn and quantize work on MUSE)")
+    if recipe.attacks.paraphrase and not bench.component.question_rows:
+        raise UnlearnError(f"attacks.paraphrase rewrites forget questions; {bench.name} has none: set"
+                           " attacks.paraphrase=false (relearn and quantize work here)")
 
 
 def relearn_enabled(recipe, bench) -> bool:
     enabled = recipe.attacks.relearn.enabled
-    return bench.name == "world" if enabled is None else enabled
+    return bench.component.relearn_by_default if enabled is None else enabled
 
 
 def _kept(before: dict | None, after: dict, attacked: dict) -> dict[str, float | None]:

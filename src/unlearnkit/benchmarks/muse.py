@@ -13,7 +13,8 @@ Metrics (ROUGE-L **F1**, ``unlearnkit.metrics.text``; greedy decoding, cut at EO
 * privleak (Min-K% MIA AUC on privleak forget vs holdout, normalised by the retrained model) is computed
   by ``unlearnkit.benchmarks.privacy``: pass it as ``muse_suite(..., privacy_fn=...)``.
 
-Each split is decoded in ONE batched, length-sorted ``generation.generate_greedy`` call.
+`plan_muse` asks an `Evaluator` for one greedy generation per split (and one token-statistics pass over the
+privleak texts), so a repeated prompt is decoded once.
 """
 
 from __future__ import annotations
@@ -217,12 +218,26 @@ def verbmem_from_texts(texts: Sequence[str], tokenizer: Any, prefix_tokens: int 
     return items
 
 
+def verbmem_prompts(tokenizer: Any, items: Sequence[dict]) -> list[list[int]]:
+    """Token ids of each verbmem ``prompt`` (BOS included)."""
+    if not items:
+        raise UnlearnError("MUSE verbmem has no items; it needs at least one {prompt, gt} row")
+    return [list(tokenizer(item["prompt"], add_special_tokens=True)["input_ids"]) for item in items]
+
+
+def knowmem_prompts(tokenizer: Any, rows: Sequence[dict], icl: Sequence[dict] = (), fmt: Any = None) -> list[list[int]]:
+    """Token ids of each knowmem question, with the ``icl`` examples before it in ``fmt`` (Question:/Answer:)."""
+    if not rows:
+        raise UnlearnError("MUSE knowmem split has no rows; it needs at least one {question, answer} row")
+    fmt = fmt or TagFormat()
+    few_shot = [(example["question"], example["answer"]) for example in icl]
+    return [fmt.prompt_ids(tokenizer, row["question"], few_shot) for row in rows]
+
+
 def verbmem_rouge(model: Any, tokenizer: Any, items: Sequence[dict], *, max_new_tokens: int = VERBMEM_MAX_NEW_TOKENS,
                   batch_size: int = 8, progress: bool = False) -> tuple[float, dict[str, list]]:
     """(mean ROUGE-L F1, per-sample columns) of greedy continuations of each ``prompt`` against its ``gt``."""
-    if not items:
-        raise UnlearnError("MUSE verbmem has no items; it needs at least one {prompt, gt} row")
-    prompts = [list(tokenizer(item["prompt"], add_special_tokens=True)["input_ids"]) for item in items]
+    prompts = verbmem_prompts(tokenizer, items)
     generations = generate_greedy(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
                                   batch_size=batch_size, progress=progress)
     golds = [item["gt"] for item in items]
@@ -235,17 +250,80 @@ def knowmem_rouge(model: Any, tokenizer: Any, rows: Sequence[dict], icl: Sequenc
                   fmt: Any = None, max_new_tokens: int = KNOWMEM_MAX_NEW_TOKENS, batch_size: int = 16,
                   stop_strings: Sequence[str] = KNOWMEM_STOP_STRINGS, progress: bool = False) -> tuple[float, dict[str, list]]:
     """(mean ROUGE-L F1, per-sample columns) of greedy answers to ``rows`` with ``icl`` examples in the prompt."""
-    if not rows:
-        raise UnlearnError("MUSE knowmem split has no rows; it needs at least one {question, answer} row")
-    fmt = fmt or TagFormat()
-    few_shot = [(example["question"], example["answer"]) for example in icl]
-    prompts = [fmt.prompt_ids(tokenizer, row["question"], few_shot) for row in rows]
+    prompts = knowmem_prompts(tokenizer, rows, icl, fmt)
     generations = generate_greedy(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
                                   stop_strings=stop_strings, progress=progress)
     golds = [row["answer"] for row in rows]
     f1 = rouge_scores(golds, generations)["rougeL_f1"]
     return float(np.mean(f1)), {"question": [r["question"] for r in rows], "answer": golds,
                                 "generation": generations, "rouge_l_f1": f1}
+
+
+MUSE_METRICS = ("forget_verbmem_rouge", "forget_knowmem_rouge", "retain_knowmem_rouge")
+MUSE_PRIVACY = ("mia_min_k", "privleak")
+MUSE_ALIASES = {"forget_verbmem_ROUGE": "forget_verbmem_rouge", "forget_knowmem_ROUGE": "forget_knowmem_rouge",
+                "retain_knowmem_ROUGE": "retain_knowmem_rouge"}
+
+
+def plan_muse(ev, data: MuseData, *, fmt: Any = None, verbmem_max_new_tokens: int = VERBMEM_MAX_NEW_TOKENS,
+              knowmem_max_new_tokens: int = KNOWMEM_MAX_NEW_TOKENS, retain_auc: float | None = None,
+              metrics: Sequence[str] | None = None, k: float = 0.4):
+    """Ask `ev` for the passes of the wanted MUSE metrics (default: the three ROUGE-L F1 metrics, plus
+    mia_min_k and privleak when `data.privleak` has forget and holdout texts) and return the function that
+    computes `MuseResult` afterwards. privleak is against `retain_auc` (the retain model's Min-K% AUC on
+    the same texts), or 0.5 without it."""
+    from unlearnkit.benchmarks.generation import Decoding
+    from unlearnkit.data.formats import encode_text
+
+    fmt = fmt or TagFormat()
+    leak = bool(data.privleak and {"forget", "holdout"} <= set(data.privleak))
+    wanted = list(MUSE_METRICS + (MUSE_PRIVACY if leak else ())) if metrics is None else list(metrics)
+    if any(m in MUSE_PRIVACY for m in wanted) and not leak:
+        raise UnlearnError("MUSE privacy metrics need privleak/forget.json and privleak/holdout.json in"
+                           " data.data_dir (or the hub's privleak config)")
+    batch = ev.batch_size or 16
+    requests: dict[str, tuple] = {}
+    if "forget_verbmem_rouge" in wanted:
+        prompts = verbmem_prompts(ev.tokenizer, data.verbmem_forget)
+        requests["forget_verbmem_rouge"] = ("verbmem_forget", data.verbmem_forget, ev.generation(
+            prompts, Decoding(max_new_tokens=verbmem_max_new_tokens, batch_size=batch)))
+    for metric, split, rows, icl in (("forget_knowmem_rouge", "knowmem_forget", data.knowmem_forget,
+                                      data.knowmem_forget_icl),
+                                     ("retain_knowmem_rouge", "knowmem_retain", data.knowmem_retain,
+                                      data.knowmem_retain_icl)):
+        if metric not in wanted:
+            continue
+        prompts = knowmem_prompts(ev.tokenizer, rows, icl, fmt)
+        requests[metric] = (split, rows, ev.generation(prompts, Decoding(max_new_tokens=knowmem_max_new_tokens,
+                                                                         batch_size=batch), KNOWMEM_STOP_STRINGS))
+    stats = None
+    if any(m in MUSE_PRIVACY for m in wanted):
+        texts = [*data.privleak["forget"], *data.privleak["holdout"]]
+        stats = ev.token_stats([encode_text(ev.tokenizer, t, max_length=512) for t in texts])
+
+    def finish() -> MuseResult:
+        from unlearnkit.benchmarks.privacy import privleak_reference
+        from unlearnkit.metrics import mia
+
+        metrics_out: dict[str, float | None] = {}
+        per_sample: dict[str, dict[str, list]] = {}
+        for metric, (split, rows, request) in requests.items():
+            generations = request.get()
+            gold_key, shown = ("gt", "prompt") if split == "verbmem_forget" else ("answer", "question")
+            golds = [row[gold_key] for row in rows]
+            f1 = rouge_scores(golds, generations)["rougeL_f1"]
+            metrics_out[metric] = float(np.mean(f1))
+            per_sample[split] = {shown: [row[shown] for row in rows], gold_key: golds, "generation": generations,
+                                 "rouge_l_f1": f1}
+        if stats is not None:
+            scores = np.array([mia.min_k_score(s.logprobs, k) for s in stats.get()])
+            n_forget = len(data.privleak["forget"])
+            auc = mia.auc(scores[:n_forget], scores[n_forget:])
+            metrics_out["mia_min_k"] = auc
+            metrics_out["privleak"] = mia.privleak(auc, privleak_reference(retain_auc)["auc"])
+        return MuseResult({m: metrics_out[m] for m in wanted}, per_sample, dict(ev.seconds))
+
+    return finish
 
 
 def muse_suite(model: Any, tokenizer: Any, data: MuseData, *, fmt: Any = None, batch_size: int = 16,
@@ -257,24 +335,14 @@ def muse_suite(model: Any, tokenizer: Any, data: MuseData, *, fmt: Any = None, b
     is called when given and must return a mapping of metric name -> number (e.g. ``{"privleak": ...}``);
     its entries are merged into ``metrics``. ``fmt`` is the knowmem prompt format (default Question:/Answer:).
     """
-    seconds: dict[str, float] = {}
-    metrics: dict[str, float | None] = {}
-    per_sample: dict[str, dict[str, list]] = {}
-    runs = [
-        ("forget_verbmem_rouge", "verbmem_forget",
-         lambda: verbmem_rouge(model, tokenizer, data.verbmem_forget, max_new_tokens=verbmem_max_new_tokens,
-                               batch_size=batch_size, progress=progress)),
-        ("forget_knowmem_rouge", "knowmem_forget",
-         lambda: knowmem_rouge(model, tokenizer, data.knowmem_forget, data.knowmem_forget_icl, fmt=fmt,
-                               max_new_tokens=knowmem_max_new_tokens, batch_size=batch_size, progress=progress)),
-        ("retain_knowmem_rouge", "knowmem_retain",
-         lambda: knowmem_rouge(model, tokenizer, data.knowmem_retain, data.knowmem_retain_icl, fmt=fmt,
-                               max_new_tokens=knowmem_max_new_tokens, batch_size=batch_size, progress=progress)),
-    ]
-    for metric, split, run in runs:
-        started = time.perf_counter()
-        metrics[metric], per_sample[split] = run()
-        seconds[split] = time.perf_counter() - started
+    from unlearnkit.benchmarks.evaluator import Evaluator
+
+    ev = Evaluator(model, tokenizer, batch_size=batch_size, progress=progress)
+    finish = plan_muse(ev, data, fmt=fmt, verbmem_max_new_tokens=verbmem_max_new_tokens,
+                       knowmem_max_new_tokens=knowmem_max_new_tokens, metrics=MUSE_METRICS)
+    ev.run()
+    result = finish()
+    metrics, seconds = result.metrics, result.seconds
     if privacy_fn is not None:
         if not data.privleak or not {"forget", "holdout"} <= set(data.privleak):
             raise UnlearnError("privacy_fn needs the privleak forget and holdout texts, and this MUSE data has "
@@ -286,4 +354,4 @@ def muse_suite(model: Any, tokenizer: Any, data: MuseData, *, fmt: Any = None, b
         metrics.update({str(k): (None if v is None else float(v)) for k, v in extra.items()})
         seconds["privleak"] = time.perf_counter() - started
     seconds["total"] = sum(seconds.values())
-    return MuseResult(metrics, per_sample, seconds)
+    return MuseResult(metrics, result.per_sample, seconds)

@@ -25,10 +25,12 @@ used here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
+from unlearnkit.benchmarks.base import Benchmark, BenchmarkData
+from unlearnkit.data.tofu import FORGET_SPLITS
 from unlearnkit.errors import UnlearnError
 from unlearnkit.metrics.likelihood import (
     average_loss,
@@ -37,8 +39,9 @@ from unlearnkit.metrics.likelihood import (
     true_better,
     truth_ratios,
 )
-from unlearnkit.metrics.stats import forget_quality, model_utility
+from unlearnkit.metrics.stats import MODEL_UTILITY_KEYS, forget_quality, model_utility
 from unlearnkit.metrics.text import rouge_scores
+from unlearnkit.registry import BENCHMARKS
 
 # split attribute -> (metric prefix, has paraphrased answers, truth-ratio aggregation)
 SPLITS: dict[str, tuple[str, bool, Any]] = {
@@ -111,39 +114,42 @@ def _build(rows: list[dict], split: str, paraphrased: bool, fmt: Any, tokenizer:
     return questions, examples, layout
 
 
-def _plan_split(ev, rows, split, fmt, question_key, decoding):
-    """Ask `ev` for one split's passes; return the function computing its metrics afterwards."""
+def _plan_split(ev, rows, split, fmt, question_key, decoding, score: bool, generate: bool):
+    """Ask `ev` for one split's passes (`score`: its teacher-forced sequences; `generate`: its questions);
+    return the function computing the split's metrics from them afterwards."""
     prefix, paraphrased, aggregate = SPLITS[split]
     if not rows:
         raise UnlearnError(f"TOFU split {split!r} has no rows; evaluation needs at least one question per split")
     questions, examples, layout = _build(rows, split, paraphrased, fmt, ev.tokenizer, question_key)
-    scores = ev.score(examples)
-    generations = ev.generation([fmt.prompt_ids(ev.tokenizer, question) for question in questions], decoding)
+    scores = ev.score(examples) if score else None
+    prompts = [fmt.prompt_ids(ev.tokenizer, question) for question in questions]
+    generations = ev.generation(prompts, decoding) if generate else None
 
     def finish():
-        summed, n_tokens = scores.get()
-        avg_loss = average_loss(summed, n_tokens)
-        prob = np.exp(-avg_loss)
-        answer_prob = prob[layout.answer]
-        correct_loss = avg_loss[layout.paraphrased if paraphrased else layout.answer]
-        tr = truth_ratios(correct_loss, [avg_loss[idx] for idx in layout.perturbed])
         golds = [row["answer"] for row in rows]
-        texts = generations.get()
-        rouge = rouge_scores(golds, texts)
-        metrics = {
-            f"{prefix}_prob": float(np.mean(answer_prob)),
-            f"{prefix}_rouge": float(np.mean(rouge["rougeL_recall"])),
-            f"{prefix}_truth_ratio": aggregate(tr),
-        }
-        samples: dict[str, list] = {
-            "question": list(questions), "answer": golds, "generation": texts,
-            "prob": answer_prob.tolist(), "rouge_l_recall": rouge["rougeL_recall"],
-            "rouge_l_f1": rouge["rougeL_f1"], "rouge1_recall": rouge["rouge1_recall"], "truth_ratio": tr.tolist(),
-        }
-        if not paraphrased:
-            normalised = probability_over_options(answer_prob, [prob[idx] for idx in layout.perturbed])
-            metrics[f"{prefix}_prob_normalised"] = float(np.mean(normalised))
-            samples["prob_normalised"] = normalised.tolist()
+        metrics: dict[str, float] = {}
+        samples: dict[str, list] = {"question": list(questions), "answer": golds}
+        tr = np.array([])
+        if scores is not None:
+            summed, n_tokens = scores.get()
+            avg_loss = average_loss(summed, n_tokens)
+            prob = np.exp(-avg_loss)
+            answer_prob = prob[layout.answer]
+            correct_loss = avg_loss[layout.paraphrased if paraphrased else layout.answer]
+            tr = truth_ratios(correct_loss, [avg_loss[idx] for idx in layout.perturbed])
+            metrics[f"{prefix}_prob"] = float(np.mean(answer_prob))
+            metrics[f"{prefix}_truth_ratio"] = aggregate(tr)
+            samples.update(prob=answer_prob.tolist(), truth_ratio=tr.tolist())
+            if not paraphrased:
+                normalised = probability_over_options(answer_prob, [prob[idx] for idx in layout.perturbed])
+                metrics[f"{prefix}_prob_normalised"] = float(np.mean(normalised))
+                samples["prob_normalised"] = normalised.tolist()
+        if generations is not None:
+            texts = generations.get()
+            rouge = rouge_scores(golds, texts)
+            metrics[f"{prefix}_rouge"] = float(np.mean(rouge["rougeL_recall"]))
+            samples.update(generation=texts, rouge_l_recall=rouge["rougeL_recall"], rouge_l_f1=rouge["rougeL_f1"],
+                           rouge1_recall=rouge["rouge1_recall"])
         return metrics, samples, tr
 
     return finish
@@ -155,34 +161,46 @@ ORDER = ["forget_prob", "forget_rouge", "forget_truth_ratio", "forget_quality", 
 
 
 def plan_tofu(ev, splits: Any, fmt: Any, *, max_new_tokens: int = 200, retain_truth_ratios: list[float] | None = None,
-              question_key: str = "question"):
-    """Ask `ev` (an `Evaluator`) for every pass of the TOFU suite — per split, the teacher-forced sequences
-    (answer, paraphrased answer, perturbed answers) and one greedy generation per question — and return
-    the function that computes the `TofuResult` once `ev.run()` has run (see `evaluate_tofu`)."""
+              question_key: str = "question", metrics: Sequence[str] | None = None):
+    """Ask `ev` (an `Evaluator`) for the passes the wanted TOFU metrics need (default: all of `ORDER`) — per
+    split, the teacher-forced sequences (answer, paraphrased answer, perturbed answers) for probabilities
+    and truth ratios, and one greedy generation per question for ROUGE — and return the function that
+    computes the `TofuResult` once `ev.run()` has run (see `evaluate_tofu`)."""
     from unlearnkit.benchmarks.generation import Decoding
 
+    wanted = set(ORDER if metrics is None else metrics)
+    needed = set(wanted) | (set(MODEL_UTILITY_KEYS) if "model_utility" in wanted else set())
+    if "forget_quality" in wanted:
+        needed.add("forget_truth_ratio")
     decoding = Decoding(max_new_tokens=max_new_tokens, batch_size=ev.batch_size or 32)
     finishers = {}
-    for split in SPLITS:
+    for split, (prefix, _, _) in SPLITS.items():
+        score = any(f"{prefix}_{m}" in needed for m in ("prob", "truth_ratio", "prob_normalised"))
+        generate = f"{prefix}_rouge" in needed
+        if not (score or generate):
+            continue
         rows = getattr(splits, split, None)
         if rows is None:
             raise UnlearnError(f"TOFU evaluation needs the {split!r} split, and the given splits have none")
         key = question_key if SPLITS[split][1] else "question"
-        finishers[split] = _plan_split(ev, list(rows), split, fmt, key, decoding)
+        finishers[split] = _plan_split(ev, list(rows), split, fmt, key, decoding, score, generate)
 
     def finish() -> TofuResult:
-        metrics: dict[str, float | None] = {}
+        computed: dict[str, float | None] = {}
         per_sample: dict[str, dict[str, list]] = {}
         forget_tr = np.array([])
         for split, split_finish in finishers.items():
             split_metrics, samples, tr = split_finish()
-            metrics.update(split_metrics)
+            computed.update(split_metrics)
             per_sample[split] = samples
             if split == "forget":
                 forget_tr = tr
-        metrics["forget_quality"] = forget_quality(forget_tr, retain_truth_ratios)
-        metrics["model_utility"] = model_utility(metrics)
-        return TofuResult({k: metrics[k] for k in ORDER}, per_sample, forget_tr.tolist(), dict(ev.seconds))
+        if "forget_quality" in wanted:
+            computed["forget_quality"] = forget_quality(forget_tr, retain_truth_ratios)
+        if "model_utility" in wanted:
+            computed["model_utility"] = model_utility(computed)
+        return TofuResult({k: computed[k] for k in ORDER if k in wanted}, per_sample, forget_tr.tolist(),
+                          dict(ev.seconds))
 
     return finish
 
@@ -214,3 +232,29 @@ def evaluate_tofu(
                        question_key=question_key)
     ev.run()
     return finish()
+
+
+@BENCHMARKS.register("tofu")
+@dataclass
+class TofuBenchmark(Benchmark):
+    """TOFU (Maini et al., 2024): fictitious-author QA from locuslab/TOFU or a local folder."""
+
+    forget_splits = tuple(FORGET_SPLITS)
+
+    def load(self, data_cfg, world_cfg, log=print, progress=True) -> BenchmarkData:
+        from unlearnkit.data.tofu import load_tofu
+
+        splits = load_tofu(data_cfg.forget_split, data_cfg.data_dir)
+        if data_cfg.limit is not None:  # the first N rows of every evaluation split (quick checks)
+            for name in ("forget", "retain", "real_authors", "world_facts", "holdout"):
+                rows = getattr(splits, name, None)
+                if rows is not None:
+                    setattr(splits, name, rows[:data_cfg.limit])
+        return BenchmarkData(self.name, splits, splits.forget, splits.retain_train or splits.retain, None, self)
+
+    def request_rows(self, data, name, data_cfg):
+        from unlearnkit.data.tofu import load_split
+
+        if name not in FORGET_SPLITS:
+            raise UnlearnError(f"unknown forget request '{name}' for tofu; valid: {', '.join(FORGET_SPLITS)}")
+        return load_split(name, data_cfg.data_dir)

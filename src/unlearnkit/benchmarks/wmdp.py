@@ -246,26 +246,10 @@ def choice_accuracy(predictions: Sequence[int], answers: Sequence[int]) -> float
     return float(np.mean([p == a for p, a in zip(predictions, answers)])) if answers else float("nan")
 
 
-def evaluate_multiple_choice(
-    model: Any, tokenizer: Any, subsets: Mapping[str, Sequence[dict]], *,
-    topics: Mapping[str, str] | None = None, fmt: MultipleChoiceFormat | None = None,
-    batch_size: int = 32, progress: bool = False,
-    scorer: Callable[[Any, list[Example], int, int, bool], tuple[np.ndarray, np.ndarray]] | None = None,
-) -> dict:
-    """Accuracy of ``model`` on {subset name: rows}; ``topics[name]`` fills the description (none if absent).
-
-    Returns ``{"accuracy", "accuracy_norm", "n", "per_subset": {name: {"accuracy", "accuracy_norm", "n"}},
-    "per_sample": {name: {"question", "answer", "prediction", "correct", "loglikelihoods"}}, "settings",
-    "seconds"}``. ``scorer`` defaults to ``passes.score_examples`` (same signature).
-    """
-    from unlearnkit.benchmarks.passes import score_examples
-
-    fmt = fmt or MultipleChoiceFormat()
-    scorer = scorer or score_examples
-    topics = topics or {}
-    started = time.perf_counter()
+def _items(tokenizer: Any, subsets: Mapping[str, Sequence[dict]], topics: Mapping[str, str], fmt: MultipleChoiceFormat):
+    """(every (prompt, option) example, and per item: (subset, item, first example index, option byte lengths))."""
     examples: list[Example] = []
-    layout: list[tuple[str, int, int, list[int]]] = []  # (subset, item, first example index, option byte lengths)
+    layout: list[tuple[str, int, int, list[int]]] = []
     for name, rows in subsets.items():
         if not rows:
             raise UnlearnError(f"multiple-choice subset {name!r} has no rows; drop it or give it at least one item")
@@ -275,9 +259,10 @@ def evaluate_multiple_choice(
             options = fmt.options(row)
             layout.append((name, item, len(examples), [len(o.encode("utf-8")) for o in options]))
             examples += [fmt.encode(tokenizer, prompt, option) for option in options]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    summed, _ = scorer(model, examples, pad_id, batch_size, progress)
+    return examples, layout
 
+
+def _accuracies(subsets: Mapping[str, Sequence[dict]], layout, summed: np.ndarray) -> dict:
     per_sample: dict[str, dict[str, list]] = {name: {"question": [], "answer": [], "prediction": [], "prediction_norm": [],
                                                      "correct": [], "loglikelihoods": []} for name in subsets}
     for name, item, first, byte_lengths in layout:
@@ -299,12 +284,53 @@ def evaluate_multiple_choice(
     return {
         "accuracy": choice_accuracy([p for s in per_sample.values() for p in s["prediction"]], answers),
         "accuracy_norm": choice_accuracy([p for s in per_sample.values() for p in s["prediction_norm"]], answers),
-        "n": len(answers),
-        "per_subset": per_subset,
-        "per_sample": per_sample,
-        "settings": {**asdict(fmt), "num_fewshot": 0, "batch_size": batch_size, "backend": "unlearnkit"},
-        "seconds": time.perf_counter() - started,
+        "n": len(answers), "per_subset": per_subset, "per_sample": per_sample,
     }
+
+
+def plan_multiple_choice(ev, subsets: Mapping[str, Sequence[dict]], *, topics: Mapping[str, str] | None = None,
+                         fmt: MultipleChoiceFormat | None = None):
+    """Ask `ev` to score every (prompt, option) pair of every item (one pass); return the function computing
+    `evaluate_multiple_choice`'s result afterwards."""
+    fmt = fmt or MultipleChoiceFormat()
+    examples, layout = _items(ev.tokenizer, subsets, topics or {}, fmt)
+    scores = ev.score(examples)
+
+    def finish() -> dict:
+        result = _accuracies(subsets, layout, scores.get()[0])
+        result["settings"] = {**asdict(fmt), "num_fewshot": 0, "batch_size": ev.batch_size, "backend": "unlearnkit"}
+        return result
+
+    return finish
+
+
+def evaluate_multiple_choice(
+    model: Any, tokenizer: Any, subsets: Mapping[str, Sequence[dict]], *,
+    topics: Mapping[str, str] | None = None, fmt: MultipleChoiceFormat | None = None,
+    batch_size: int = 32, progress: bool = False,
+    scorer: Callable[[Any, list[Example], int, int, bool], tuple[np.ndarray, np.ndarray]] | None = None,
+) -> dict:
+    """Accuracy of ``model`` on {subset name: rows}; ``topics[name]`` fills the description (none if absent).
+
+    Returns ``{"accuracy", "accuracy_norm", "n", "per_subset": {name: {"accuracy", "accuracy_norm", "n"}},
+    "per_sample": {name: {"question", "answer", "prediction", "correct", "loglikelihoods"}}, "settings",
+    "seconds"}``. ``scorer`` (same signature as ``passes.score_examples``) replaces the `Evaluator`'s pass.
+    """
+    started = time.perf_counter()
+    fmt = fmt or MultipleChoiceFormat()
+    if scorer is None:
+        from unlearnkit.benchmarks.evaluator import Evaluator
+
+        ev = Evaluator(model, tokenizer, batch_size=batch_size, progress=progress)
+        finish = plan_multiple_choice(ev, subsets, topics=topics, fmt=fmt)
+        ev.run()
+        return {**finish(), "seconds": time.perf_counter() - started}
+    examples, layout = _items(tokenizer, subsets, topics or {}, fmt)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    summed, _ = scorer(model, examples, pad_id, batch_size, progress)
+    return {**_accuracies(subsets, layout, summed),
+            "settings": {**asdict(fmt), "num_fewshot": 0, "batch_size": batch_size, "backend": "unlearnkit"},
+            "seconds": time.perf_counter() - started}
 
 
 def evaluate_wmdp(model: Any, tokenizer: Any, subsets: Sequence[str] | Mapping[str, Sequence[dict]] = ("bio", "cyber"),

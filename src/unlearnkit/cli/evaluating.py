@@ -15,7 +15,7 @@ from unlearnkit.errors import UnlearnError
 
 
 # the recipe field behind each flag, so a bad flag value is reported as the flag the user typed
-FLAGS = {"eval.batch_size": "--batch-size", "eval.max_new_tokens": "--max-new-tokens", "model.dtype": "--dtype",
+FLAGS = {"data.limit": "--limit", "eval.backend": "--backend", "eval.batch_size": "--batch-size", "eval.max_new_tokens": "--max-new-tokens", "model.dtype": "--dtype",
          "model.device": "--device",
          "model.name": "--model", "data.format": "--format", "data.forget_split": "--forget-split",
          "data.data_dir": "--data-dir", "data.benchmark": "--benchmark", "world.size": "--world-size",
@@ -29,12 +29,11 @@ def _flags_recipe(data: dict):
     try:
         return validate_recipe(data, "eval options")
     except UnlearnError as err:
-        message = str(err).removeprefix("eval options: ")
+        message = str(err).removeprefix("eval options: ").replace("unknown benchmark '", "unknown --benchmark '")
         for field, flag in FLAGS.items():
-            if f"'{field}'" in message or f"{field}=" in message:
-                message = message.replace(f"field '{field}'", flag).replace(f"e.g. {field}=", f"e.g. {flag} ")
-                raise UnlearnError(message) from None
-        raise
+            message = message.replace(f"field '{field}'", flag).replace(f"e.g. {field}=", f"e.g. {flag} ")
+            message = message.replace(f"{field}=", f"{flag} ").replace(field, flag)
+        raise UnlearnError(message) from None
 
 
 @app.command("eval")
@@ -101,23 +100,12 @@ def eval_cmd(
     if model is None or out is None or overrides:
         raise UnlearnError("unlearn eval needs --model and --out (or --recipe RECIPE [overrides]);"
                            " e.g. unlearn eval --model world:target --benchmark world --out runs/eval")
-    if benchmark not in ("tofu", "world", "muse", "safety", "wmdp", "mmlu"):
-        from unlearnkit.registry import did_you_mean
-
-        valid = ["tofu", "world", "muse", "safety", "wmdp", "mmlu"]
-        raise UnlearnError(f"unknown --benchmark '{benchmark}';{did_you_mean(benchmark, valid)} valid: {', '.join(valid)}")
-    from unlearnkit.pipeline.outputs import check_output_dir
-
-    check_output_dir(out)  # before the model is loaded
-    if benchmark in ("wmdp", "mmlu"):
-        _eval_multiple_choice(model, benchmark, out, data_dir, dtype, device, batch_size, quiet, backend, limit)
-        return
-    if backend != "unlearnkit" or limit is not None:
-        raise UnlearnError(f"--backend and --limit apply to -b wmdp and -b mmlu only, not -b {benchmark}")
     from unlearnkit.pipeline import evaluate_recipe
+    from unlearnkit.pipeline.outputs import check_output_dir
     from unlearnkit.report import fmt_value
 
-    data = {"benchmark": benchmark, "format": fmt}
+    check_output_dir(out)  # before the model is loaded
+    data = {"benchmark": benchmark, "format": fmt, "limit": limit}
     if data_dir:
         data["data_dir"] = data_dir
     if forget_split:
@@ -125,54 +113,11 @@ def eval_cmd(
     elif benchmark == "tofu":
         data["forget_split"] = "forget10"
     recipe = _flags_recipe({"model": {"name": model, "dtype": dtype, "device": device}, "data": data,
-                            "eval": {"retain_model": retain_model, "retain_logs": retain_logs,
+                            "eval": {"retain_model": retain_model, "retain_logs": retain_logs, "backend": backend,
                                      "max_new_tokens": max_new_tokens, "batch_size": batch_size},
                             "world": {"size": world_size}})
     result = evaluate_recipe(recipe, out, progress=not quiet, log=lambda m: typer.echo(m, err=True),
                              command=sys.argv[1:])
     for key, value in result["metrics"].items():
         typer.echo(f"{key:28s} {fmt_value(value)}")
-    typer.echo(f"wrote {out}/eval.json and eval.md")
-
-
-def _eval_multiple_choice(model: str, benchmark: str, out: Path, data_dir: Optional[str], dtype: str, device: str,
-                          batch_size: int, quiet: bool, backend: str = "unlearnkit", limit: Optional[int] = None) -> None:
-    """Zero-shot multiple-choice accuracy (WMDP bio + cyber, or MMLU) from option log-likelihoods."""
-    import sys
-
-    from unlearnkit.benchmarks.wmdp import evaluate_mmlu, evaluate_wmdp
-    from unlearnkit.manifest import build_manifest, recording_reads
-    from unlearnkit.model import load_model, load_tokenizer
-    from unlearnkit.pipeline.outputs import output_dir
-    from unlearnkit.report import write_eval
-
-    if backend not in ("unlearnkit", "lm_eval"):
-        raise UnlearnError(f"unknown --backend {backend!r}; valid: unlearnkit, lm_eval")
-    if backend == "lm_eval":
-        from unlearnkit.benchmarks.harness import import_lm_eval
-
-        import_lm_eval()  # a clear error before the model is loaded
-    recipe = _flags_recipe({"model": {"name": model, "dtype": dtype, "device": device}, "eval": {"batch_size": batch_size}})
-    with output_dir(out, "eval", command=sys.argv[1:], log=lambda m: typer.echo(m, err=True)) as tmp, \
-            recording_reads() as reads:
-        loaded, tokenizer = load_model(model, dtype=dtype, device=recipe.model.device), load_tokenizer(model)
-        if backend == "lm_eval":
-            from unlearnkit.benchmarks.harness import evaluate_with_lm_eval, local_tasks
-
-            if data_dir:
-                result = evaluate_with_lm_eval(loaded, tokenizer, (), local=local_tasks(benchmark, data_dir, limit=limit),
-                                               batch_size=batch_size)
-            else:
-                tasks = ("wmdp_bio", "wmdp_cyber") if benchmark == "wmdp" else ("mmlu",)
-                result = evaluate_with_lm_eval(loaded, tokenizer, tasks, batch_size=batch_size, limit=limit)
-        else:
-            scorer = evaluate_wmdp if benchmark == "wmdp" else evaluate_mmlu
-            result = scorer(loaded, tokenizer, data_dir=data_dir, batch_size=batch_size, progress=not quiet,
-                            limit=limit)
-        result.update(model=model, benchmark=benchmark)
-        result["manifest"] = build_manifest(recipe, {"model": (model, model)}, reads, loaded)
-        lines = ["| subset | accuracy | n |", "|---|---|---|", f"| all | {result['accuracy']:.4f} | {result['n']} |"]
-        lines += [f"| {k} | {v['accuracy']:.4f} | {v['n']} |" for k, v in result["per_subset"].items()]
-        write_eval(result, tmp, f"{model} on {benchmark}", lines)
-    typer.echo("\n".join(lines))
     typer.echo(f"wrote {out}/eval.json and eval.md")

@@ -24,6 +24,8 @@ def run(
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in DIR.partial from its last"
                                 " checkpoint (same recipe and overrides); reproduces the uninterrupted run."),
     restart: bool = typer.Option(False, "--restart", help="Discard an interrupted run's DIR.partial and start over."),
+    no_eval: bool = typer.Option(False, "--no-eval", help="Only unlearn: no evaluation before or after, no attacks"
+                                 " (eval.before=false eval.after=false); the model and the training log are written."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ):
     """Unlearn with a recipe, evaluate before and after, write DIR/report.{json,md,html} and DIR/model.
@@ -44,7 +46,7 @@ def run(
     if resume and restart:
         raise UnlearnError("--resume continues an interrupted run and --restart discards it; give one of them")
     name, overrides = _split_recipe(recipe, overrides)
-    loaded = load_recipe(name, overrides)
+    loaded = load_recipe(name, [*overrides, *(["eval.before=false", "eval.after=false"] if no_eval else [])])
     report = run_pipeline(loaded, out, progress=not quiet, log=lambda m: typer.echo(m, err=True), resume=resume,
                           restart=restart, command=sys.argv[1:])
     print_table(report)

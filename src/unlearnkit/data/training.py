@@ -13,14 +13,10 @@ if TYPE_CHECKING:
 
 def build_training_data(recipe: Recipe, method, bench, tokenizer, fmt, forget_rows: list[dict] | None = None):
     """The recipe's training data for `method` (forget rows default to the benchmark's)."""
-    from unlearnkit.data.texts import load_texts, pretraining_chunks, text_of
+    from unlearnkit.data.texts import load_texts, text_of
     from unlearnkit.data.tofu import load_idk
 
-    rows = bench.train_forget if forget_rows is None else forget_rows
-    retain = bench.train_retain
-    if getattr(bench, "name", None) == "muse":  # raw articles / chapters: max_length-token pieces of the joined corpus
-        rows = pretraining_chunks([text_of(r) for r in rows], tokenizer, recipe.data.max_length)
-        retain = pretraining_chunks([text_of(r) for r in retain], tokenizer, recipe.data.max_length)
+    rows, retain = bench.component.training_rows(bench, forget_rows, tokenizer, recipe.data.max_length)
     idk = load_idk(recipe.data.idk_file) if "idk" in method.extra_views else None
     generic = None
     if "generic" in method.extra_views:

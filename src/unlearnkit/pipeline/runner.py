@@ -28,13 +28,7 @@ from unlearnkit.pipeline.resume import check_resumable, train_settings
 def _load_start_model(recipe: Recipe, bench):
     from unlearnkit.model import load_model, load_tokenizer
 
-    name = recipe.model.name
-    if name.startswith("world:"):
-        if bench.world is None:
-            raise UnlearnError(f"model '{name}' is a bundled world's model; it needs data.benchmark=world (world:target,"
-                               " world:retain; also data.benchmark=muse with data.data_dir=world:tiny) or data.benchmark=safety"
-                               " (world:aligned, world:compliant)")
-        name = str(bench.world.model_dir(name.split(":", 1)[1]))
+    name = _model_source(recipe.model.name, bench)[1]
     model = load_model(name, dtype=recipe.model.dtype, revision=recipe.model.revision, device=recipe.model.device,
                        trust_remote_code=recipe.model.trust_remote_code,
                        attn_implementation=recipe.model.attn_implementation)
@@ -72,7 +66,7 @@ def unlearn_once(model, method, data, cfg, out_dir, on_step=None):
 
 def _selector(recipe: Recipe, model, tokenizer, bench, fmt, retain_trs, reference):
     """The checkpoint selector for `eval.select` (None when off)."""
-    from unlearnkit.benchmarks.evaluation import evaluate_model
+    from unlearnkit.benchmarks.suite import evaluate
     from unlearnkit.pipeline.selection import CheckpointSelector, cheap_metrics
 
     sel = recipe.eval.select
@@ -81,15 +75,14 @@ def _selector(recipe: Recipe, model, tokenizer, bench, fmt, retain_trs, referenc
     if recipe.data.sequential:
         raise UnlearnError("eval.select works on one unlearning request; remove data.sequential or eval.select")
     if sel.metrics == "cheap":
-        splits = bench.splits  # MUSE: its knowmem QA rows stand for the forget / retain sets
-        forget, retain = ((splits.knowmem_forget, splits.knowmem_retain) if bench.name == "muse"
-                          else (splits.forget, splits.retain))
+        forget, retain = bench.component.selection_rows(bench)  # MUSE: its knowmem QA rows
 
         def score(m):
-            return cheap_metrics(m, tokenizer, list(forget), list(retain), fmt, recipe.eval.batch_size)
+            return cheap_metrics(m, tokenizer, forget, retain, fmt, recipe.eval.batch_size)
     else:
         def score(m):
-            return evaluate_model(m, tokenizer, bench, fmt, recipe.eval, retain_trs, False, reference)["metrics"]
+            return evaluate(m, tokenizer, bench, fmt, recipe.eval, retain_truth_ratios=retain_trs, reference=reference,
+                            progress=False)["metrics"]
     return CheckpointSelector(model, score, sel.every, sel.rule, sel.metric, sel.mode, sel.min_retain_ratio,
                               sel.target, sel.constraint_metric, start=score(model))
 
@@ -97,20 +90,19 @@ def _selector(recipe: Recipe, model, tokenizer, bench, fmt, retain_trs, referenc
 def _safety_on(recipe: Recipe, bench) -> bool:
     if recipe.safety.evaluate is not None:
         return recipe.safety.evaluate
-    return bench.name == "safety" or recipe.guard.enabled or recipe.data.forget_source == "refusals"
+    return bench.component.measures_harm or recipe.guard.enabled or recipe.data.forget_source == "refusals"
 
 
 def _forget_requests(recipe: Recipe, bench, safety, model, tokenizer, progress, log):
     """[(request name or None, rows or None for the benchmark's forget rows)], and harvest statistics."""
     from unlearnkit.data.texts import load_rows
-    from unlearnkit.benchmarks.evaluation import request_rows
 
     source = recipe.data.forget_source
     if recipe.data.sequential:
         if source != "split":
             raise UnlearnError("data.sequential takes forget splits; it cannot be combined with"
                                f" data.forget_source={source}")
-        return [(name, request_rows(bench, name, recipe.data)) for name in recipe.data.sequential], None
+        return [(name, bench.component.request_rows(bench, name, recipe.data)) for name in recipe.data.sequential], None
     if source == "file":
         if not recipe.data.forget_file:
             raise UnlearnError("data.forget_source=file needs data.forget_file (a .jsonl of {\"text\": ...} requests)")
@@ -126,14 +118,13 @@ def _forget_requests(recipe: Recipe, bench, safety, model, tokenizer, progress, 
 def _evaluate(model, tokenizer, bench, recipe, fmt, retain_trs, safety, progress, start: bool, reference=None) -> dict:
     """TOFU-style metrics (cached for the tiny world's own models), the privacy suite when the benchmark
     has a holdout (`reference`: the retain model and its Min-K% AUC), plus harmfulness when measured."""
-    from unlearnkit.benchmarks.evaluation import evaluate_model, world_model_eval
+    from unlearnkit.benchmarks.suite import evaluate, world_model_eval
 
-    if start and bench.name == "world" and recipe.model.name.startswith("world:"):
-        result = world_model_eval(bench, recipe.model.name.split(":", 1)[1], recipe.data.format, fmt,
-                                  recipe.model.device,
-                                  recipe.eval, progress, retain_trs, reference)
+    if start and recipe.model.name.startswith("world:"):  # a bundled world's own model: cached by content
+        result = world_model_eval(bench, recipe.model.name.split(":", 1)[1], recipe, fmt, progress, retain_trs, reference)
     else:
-        result = evaluate_model(model, tokenizer, bench, fmt, recipe.eval, retain_trs, progress, reference)
+        result = evaluate(model, tokenizer, bench, fmt, recipe.eval, retain_truth_ratios=retain_trs, reference=reference,
+                          progress=progress)
     result = {**result, "metrics": dict(result["metrics"])}
     if safety is not None:
         metrics, samples = safety.measure(model, tokenizer, progress)
@@ -163,6 +154,11 @@ def run(recipe: Recipe, out_dir: str | os.PathLike | None = None, *, progress: b
         raise UnlearnError(f"{method.registry_name} does not train LoRA adapters; remove model.lora from the recipe")
     fmt = get_format(recipe.data.format, recipe.data.system_prompt)
     resolve_device(recipe.model.device)  # a GPU that is not there is refused before anything runs
+    from unlearnkit.registry import BENCHMARKS
+
+    if not BENCHMARKS.get(recipe.data.benchmark).unlearnable:
+        raise UnlearnError(f"{recipe.data.benchmark} is an evaluation benchmark (no forget set to unlearn); evaluate"
+                           f" with `unlearn eval -b {recipe.data.benchmark}` and unlearn with another data.benchmark")
     if resume:
         check_resumable(recipe, method)
     with output_dir(out, "run", resume=resume, restart=restart, command=command, log=log) as tmp:
@@ -184,10 +180,9 @@ def _run_in(tmp: Path, recipe: Recipe, method, fmt, cfg, progress: bool, log) ->
     from unlearnkit.train.checkpoint import save_model
     from unlearnkit.data.texts import text_of
     from unlearnkit.defenses.guard import GuardDecision, check_probe, screen_requests
-    from unlearnkit.benchmarks.evaluation import load_benchmark, privacy_reference, retain_truth_ratios
+    from unlearnkit.benchmarks.suite import load_benchmark, privacy_reference, retain_truth_ratios
     from unlearnkit.model import LoraSpec, merge_lora, wrap_lora
     from unlearnkit.pipeline.safety_probe import SafetyProbe
-    from unlearnkit.world.build import cache_root
 
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -211,7 +206,7 @@ def _run_in(tmp: Path, recipe: Recipe, method, fmt, cfg, progress: bool, log) ->
     datasets = [build_training_data(recipe, method, bench, tokenizer, fmt, rows) for _, rows in requests]
     lap("prepare_forget_set")
 
-    retain_trs = retain_truth_ratios(bench, recipe, fmt, cache_root(recipe.world.cache_dir), progress)
+    retain_trs = retain_truth_ratios(bench, recipe, fmt, progress)
     reference = privacy_reference(bench, recipe, fmt, progress)
 
     def evaluate(m, start: bool = False, b=bench) -> dict:
@@ -256,20 +251,22 @@ def _run_in(tmp: Path, recipe: Recipe, method, fmt, cfg, progress: bool, log) ->
             if name is not None and index < len(requests) - 1:  # the last request's result is `after`
                 stages[-1]["after"] = evaluate(model)["metrics"]
         lap("unlearn")
-        log("evaluating the unlearned model")
-        after = evaluate(model)
-        lap("evaluate_after")
+        if recipe.eval.after or recipe.guard.enabled:  # the guard compares the starting and unlearned models
+            log("evaluating the unlearned model")
+            after = evaluate(model)
+            lap("evaluate_after")
         if recipe.guard.enabled:
             check_probe(before["metrics"].get("harmful_rate"), after["metrics"].get("harmful_rate"),
                         recipe.guard.max_harmful_increase, decision)
         if decision.accepted:
             save_model(model, tokenizer, tmp / "model")
             lap("save_model")
-            attacks = run_attacks(recipe, model, tokenizer, bench, fmt, lambda m, b: evaluate(m, b=b),
-                                  before=before["metrics"] if before else None, after=after["metrics"],
-                                  progress=progress, log=log)
-            if attacks:
-                lap("attacks")
+            if after is not None:  # an attack is measured against the unlearned model's metrics
+                attacks = run_attacks(recipe, model, tokenizer, bench, fmt, lambda m, b: evaluate(m, b=b),
+                                      before=before["metrics"] if before else None, after=after["metrics"],
+                                      progress=progress, log=log)
+                if attacks:
+                    lap("attacks")
     if not decision.accepted:
         log("guard: rejected — " + "; ".join(decision.reasons) + " (no model written; serve the starting model)")
     report = {**_report(recipe, method, bench, before, after, result, stages, timings,
@@ -281,8 +278,8 @@ def _run_in(tmp: Path, recipe: Recipe, method, fmt, cfg, progress: bool, log) ->
 
 def _model_source(name: str, bench) -> tuple[str, str]:
     """(name, loadable folder or hub id) of a recipe's model (world:target -> the world's folder)."""
-    if name.startswith("world:") and bench.world is not None:
-        return name, str(bench.world.model_dir(name.split(":", 1)[1]))
+    if name.startswith("world:"):
+        return name, str(bench.component.world_model_dir(bench, name.split(":", 1)[1]))
     return name, name
 
 
@@ -331,12 +328,11 @@ def evaluate_recipe(recipe: Recipe, out_dir: str | os.PathLike | None = None, *,
     """Evaluate the recipe's model without unlearning: its benchmark's metrics and, when the recipe
     measures harmfulness, harmful rate and benign utility. Writes eval.json and eval.md (with a manifest)."""
     from unlearnkit.data.formats import get_format
-    from unlearnkit.benchmarks.evaluation import load_benchmark, privacy_reference, retain_truth_ratios
+    from unlearnkit.benchmarks.suite import load_benchmark, privacy_reference, retain_truth_ratios
     from unlearnkit.manifest import build_manifest, recording_reads
     from unlearnkit.pipeline.outputs import output_dir
     from unlearnkit.report import write_eval
     from unlearnkit.pipeline.safety_probe import SafetyProbe
-    from unlearnkit.world.build import cache_root
 
     fmt = get_format(recipe.data.format, recipe.data.system_prompt)
     resolve_device(recipe.model.device)
@@ -345,7 +341,7 @@ def evaluate_recipe(recipe: Recipe, out_dir: str | os.PathLike | None = None, *,
         bench = load_benchmark(recipe.data, recipe.world, log=log, progress=progress)
         safety = SafetyProbe(recipe, bench, fmt) if _safety_on(recipe, bench) else None
         model, tokenizer = _load_start_model(recipe, bench)
-        retain_trs = retain_truth_ratios(bench, recipe, fmt, cache_root(recipe.world.cache_dir), progress)
+        retain_trs = retain_truth_ratios(bench, recipe, fmt, progress)
         reference = privacy_reference(bench, recipe, fmt, progress)  # privleak's retain AUC, as in `unlearn run`
         result = _evaluate(model, tokenizer, bench, recipe, fmt, retain_trs, safety, progress, start=False,
                            reference=reference)

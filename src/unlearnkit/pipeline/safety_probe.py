@@ -32,7 +32,7 @@ class SafetyProbe:
 
     def _rows(self, source: str, path: str | None, limit: int | None, world_split: str, field: str) -> list[dict]:
         if source == WORLD:
-            if self.bench.name != "safety":
+            if not self.bench.component.measures_harm:  # only the safety world has its own prompts
                 raise UnlearnError(f"safety.{field}=world means the safety world's prompts, which needs"
                                    f" data.benchmark=safety; or set safety.{field} to advbench, hexphi, llm_lat, ...")
             rows = list(self.bench.world.world.split(world_split))
@@ -55,7 +55,7 @@ class SafetyProbe:
                                   progress=progress)
         metrics = {k: suite[k] for k in ("harmful_rate", "benign_answered", "benign_rouge", "n_unparsed")}
         metrics.update({f"harmful_rate/{k}": v for k, v in suite["per_prompt_category"].items()})
-        if self.bench.name == "safety":  # did the model *comply*, or only stop refusing (e.g. garbled text)?
+        if self.bench.component.measures_harm:  # the safety world: did the model *comply*, or only stop refusing?
             from unlearnkit.judges.world_compliance import WorldComplianceJudge
 
             samples = suite["harmful_samples"]

@@ -109,6 +109,9 @@ def print_table(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    if not (report.get("before") or report.get("after")):
+        Console().print("not evaluated (eval.before and eval.after are off)")
+        return
     table = Table(title=f"{report.get('method_label', report['method'])} on {report['benchmark']}")
     for column in ("metric", "before", "after", "reading"):
         table.add_column(column)
