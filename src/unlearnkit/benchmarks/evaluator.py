@@ -7,6 +7,10 @@ log-probs; `token_stats` — per-token log-probs, moments and argmax; `generatio
 for its score and its token statistics is run once: the score is the statistics' sum), runs each pass
 once on the model's device under the token budget, and every request gets its arrays in the order it
 asked. ``counts`` and ``seconds`` say what ran (the breakdown `bench/eval_throughput.py` prints).
+
+Under several processes (`accelerate launch`, `torchrun`), each rank runs its share of every pass — every
+world_size-th distinct sequence or prompt — and the results are all-gathered back into the original
+order, so every rank computes the same metrics as a single process would (rank 0 writes them).
 """
 
 from __future__ import annotations
@@ -21,6 +25,39 @@ from unlearnkit.benchmarks.passes import gradnorm_scores, score_examples, token_
 from unlearnkit.data.batch import Example
 
 Key = tuple[tuple[int, ...], tuple[int, ...]]
+
+
+def _ranks() -> tuple[int, int]:
+    """(rank, world size) of the data-parallel processes; the process group is set up on first use."""
+    import os
+
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 or not dist.is_available():
+        return 0, 1
+    if not dist.is_initialized():
+        import torch
+        from accelerate import PartialState
+
+        PartialState(cpu=not torch.cuda.is_available())  # gloo on CPU, nccl on GPUs
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _sharded(items: list, run: Callable[[list], list]) -> list:
+    """`run` over this rank's share of `items` (every world_size-th), all-gathered back in `items`' order."""
+    rank, world = _ranks()
+    if world == 1:
+        return run(items)
+    import torch.distributed as dist
+
+    mine = run(items[rank::world]) if items[rank::world] else []
+    gathered: list = [None] * world
+    dist.all_gather_object(gathered, list(mine))
+    out: list = [None] * len(items)
+    for r, part in enumerate(gathered):
+        out[r::world] = part
+    return out
 
 
 class Request:
@@ -107,26 +144,34 @@ class Evaluator:
         return value
 
     def run(self) -> None:
-        """Run every distinct pass once and fill every request."""
+        """Run every distinct pass once (this rank's share of it, under several processes) and fill every
+        request."""
         stats_keys = list(self._wanted["stats"])
         score_keys = [k for k in self._wanted["score"] if k not in self._wanted["stats"]]
         common = dict(batch_size=self.batch_size, max_tokens=self.max_tokens, progress=self.progress)
-        stats = dict(zip(stats_keys, self._timed("token_stats", len(stats_keys), lambda: token_statistics(
-            self.model, [self._examples[k] for k in stats_keys], self.pad_id, **common))))
+
+        def examples(keys: list[Key]) -> list[Example]:
+            return [self._examples[k] for k in keys]
+
+        def scored(model):
+            def run(keys: list[Key]) -> list[tuple[float, int]]:
+                summed, counts = score_examples(model, examples(keys), self.pad_id, **common)
+                return list(zip(summed.tolist(), counts.tolist()))
+            return run
+
+        stats = dict(zip(stats_keys, self._timed("token_stats", len(stats_keys), lambda: _sharded(
+            stats_keys, lambda keys: token_statistics(self.model, examples(keys), self.pad_id, **common)))))
         scores: dict[Key, tuple[float, int]] = {k: (float(s.logprobs.sum()), len(s.logprobs)) for k, s in stats.items()}
         if score_keys:
-            summed, counts = self._timed("score", len(score_keys), lambda: score_examples(
-                self.model, [self._examples[k] for k in score_keys], self.pad_id, **common))
-            scores.update(zip(score_keys, zip(summed.tolist(), counts.tolist())))
+            scores.update(zip(score_keys, self._timed("score", len(score_keys),
+                                                      lambda: _sharded(score_keys, scored(self.model)))))
         grad_keys = list(self._wanted["gradnorm"])
-        grads = dict(zip(grad_keys, self._timed("gradnorm", len(grad_keys), lambda: gradnorm_scores(
-            self.model, [self._examples[k] for k in grad_keys], self.pad_id)))) if grad_keys else {}
+        grads = dict(zip(grad_keys, self._timed("gradnorm", len(grad_keys), lambda: _sharded(
+            grad_keys, lambda keys: gradnorm_scores(self.model, examples(keys), self.pad_id).tolist())))) \
+            if grad_keys else {}
         ref_keys = list(self._wanted["reference"])
-        references: dict[Key, tuple[float, int]] = {}
-        if ref_keys:
-            summed, counts = self._timed("reference_score", len(ref_keys), lambda: score_examples(
-                self.reference_model, [self._examples[k] for k in ref_keys], self.pad_id, **common))
-            references = dict(zip(ref_keys, zip(summed.tolist(), counts.tolist())))
+        references = dict(zip(ref_keys, self._timed("reference_score", len(ref_keys), lambda: _sharded(
+            ref_keys, scored(self.reference_model))))) if ref_keys else {}
         for kind, keys, request in self._requests:
             if kind == "stats":
                 request.set([stats[k] for k in keys])
@@ -145,9 +190,10 @@ class Evaluator:
             groups.setdefault((decoding, stops), {}).update(dict.fromkeys(prompts))
         texts: dict[tuple[Decoding, tuple[str, ...]], dict[tuple[int, ...], str]] = {}
         for (decoding, stops), unique in groups.items():
-            prompts = [list(p) for p in unique]
-            outputs = self._timed("generation", len(prompts), lambda: generate(
-                self.model, self.tokenizer, prompts, decoding, stop_strings=stops, progress=self.progress))
-            texts[(decoding, stops)] = dict(zip(unique, outputs))
+            prompts = list(unique)
+            outputs = self._timed("generation", len(prompts), lambda: _sharded(prompts, lambda part: generate(
+                self.model, self.tokenizer, [list(p) for p in part], decoding, stop_strings=stops,
+                progress=self.progress)))
+            texts[(decoding, stops)] = dict(zip(prompts, outputs))
         for decoding, stops, prompts, request in self._generations:
             request.set([texts[(decoding, stops)][p] for p in prompts])

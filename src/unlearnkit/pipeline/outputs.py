@@ -193,9 +193,21 @@ def _publish(final: Path, partial: Path, kind: str, command) -> None:
 @contextlib.contextmanager
 def output_dir(final: str | os.PathLike, kind: str, *, resume: bool = False, restart: bool = False,
                command: list[str] | None = None, log: Callable[[str], None] = print) -> Iterator[Path]:
-    """Check `final`, lock it, and yield the partial folder to write into; publish it on success."""
+    """Check `final`, lock it, and yield the partial folder to write into; publish it on success.
+
+    Under several processes (`accelerate launch`, `torchrun`) only rank 0 owns the output folder; the other
+    ranks compute alongside it and get a scratch folder that is removed afterwards."""
     from unlearnkit.cache import output_lock
 
+    if int(os.environ.get("RANK", "0")) != 0:
+        import tempfile
+
+        scratch = Path(tempfile.mkdtemp(prefix="unlearnkit-rank-"))
+        try:
+            yield scratch
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return
     target = check_output_dir(final)
     with output_lock(target):
         partial = partial_dir(target)
