@@ -21,7 +21,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from unlearnkit.benchmarks.generation import Decoding, generate
-from unlearnkit.benchmarks.passes import gradnorm_scores, score_examples, token_statistics
+from unlearnkit.benchmarks.gradnorm import gradnorm_scores
+from unlearnkit.benchmarks.passes import score_examples, token_statistics
 from unlearnkit.data.batch import Example
 
 Key = tuple[tuple[int, ...], tuple[int, ...]]

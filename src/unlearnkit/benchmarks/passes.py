@@ -6,7 +6,7 @@ what OpenUnlearning divides by (``num_token_gt``; the two counts agree whenever 
 carries no label, as in every prompt format). ``token_statistics`` returns, per example and supervised
 position, the log-prob, the moments (μ_t, σ_t²) of the log-prob under the model's own next-token
 distribution (Min-K%++) and the argmax prediction (extraction strength, exact memorisation).
-``gradnorm_scores`` returns per-sample gradient norms (the GradNorm MIA).
+Per-sample gradient norms (the GradNorm MIA) are in `gradnorm`.
 
 How, at any size:
 
@@ -32,8 +32,7 @@ import numpy as np
 import torch
 
 from unlearnkit.data.batch import IGNORE_INDEX, Example, collate
-from unlearnkit.losses import logits_of, shifted_labels, token_logprobs
-from unlearnkit.metrics import mia
+from unlearnkit.losses import logits_of, shifted_labels
 from unlearnkit.model.edits import edit_positions
 from unlearnkit.model.hooks import prompt_end_positions
 
@@ -179,36 +178,3 @@ def token_statistics(model: Any, examples: list[Example], pad_id: int, batch_siz
                 predictions=columns["predictions"][span].numpy().astype(np.int64),
                 targets=columns["targets"][span].numpy().astype(np.int64))
     return results  # type: ignore[return-value]
-
-
-def gradnorm_scores(model: Any, examples: list[Example], pad_id: int, p: float = 2.0) -> np.ndarray:
-    """GradNorm per example: one sample at a time in train mode, L = −mean token log-prob without the EOS,
-    score = mean over parameter tensors of ‖∂L/∂W‖_p."""
-    params = [param for param in model.parameters() if param.requires_grad]
-    enabled: list[torch.nn.Parameter] = []
-    if not params:
-        enabled = list(model.parameters())
-        for param in enabled:
-            param.requires_grad_(True)
-        params = enabled
-    device, was_training = model_device(model), model.training
-    scores = np.zeros(len(examples), dtype=np.float64)
-    try:
-        model.train()
-        with torch.enable_grad():
-            for index, example in enumerate(examples):
-                batch = collate([example], pad_id).to(device)
-                with edit_positions(model, prompt_end_positions(batch.labels)):
-                    picked, mask = token_logprobs(logits_of(model, batch), batch.labels)
-                positions = mask[0].nonzero().flatten()[:-1]  # drop the final labelled token (EOS)
-                if positions.numel() == 0:
-                    scores[index] = 0.0
-                    continue
-                loss = -picked[0, positions].mean()
-                grads = torch.autograd.grad(loss, params, allow_unused=True)
-                scores[index] = mia.gradnorm_score(grads, p=p)
-    finally:
-        model.train(was_training)
-        for param in enabled:
-            param.requires_grad_(False)
-    return scores

@@ -1,0 +1,166 @@
+"""Evaluation throughput: the planned Evaluator against a per-metric evaluator and a bare forward.
+
+    python bench/eval_throughput.py                                   # CPU: a 5.7M Llama, TOFU forget10
+    python bench/eval_throughput.py --shape 1b --dtype bfloat16 --device cuda --max-new-tokens 50
+
+The model is a Llama built from its config (random weights: every pass does its full work whatever the
+weights) with a byte-level BPE tokenizer trained on the TOFU files; `--shape 1b` is Llama-3.2-1B's shape.
+Data: ../shared/data/tofu, forget10 (forget, retain, real authors, world facts, holdout10).
+
+(a) **ours vs per-metric**: the TOFU suite plus the privacy suite through `benchmarks.suite.evaluate`
+    (one planned set of passes) against an evaluator written here that runs one pass per metric,
+    re-tokenising each time, in fixed batches of 32 (what evaluators that compute each metric on its own do):
+    per split a pass for the probability, one for the truth ratio, one generation for ROUGE; then one
+    pass per privacy metric (LOSS, ZLib, Min-K%, Min-K%++, extraction strength, exact memorisation each
+    their own token pass) and the per-sample GradNorm. Target: per-metric / ours ≥ 3.
+(b) **scoring tokens/s vs a bare forward**: the suite's teacher-forced passes against a plain loop over the
+    same sequences — sorted batches, the model's forward and a float32 log-softmax gather of the labels.
+    Target: ours / bare ≥ 0.8.
+(c) **breakdown**: sequences and seconds per pass of ours.
+
+Prints one JSON line per measurement (`--json` for the summary only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+SHAPES = {
+    "small": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
+                  intermediate_size=768, tie_word_embeddings=False),
+    "1b": dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
+               intermediate_size=8192, tie_word_embeddings=True, vocab_size=128256),
+}
+
+
+def build(args):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from unlearnkit.data.tofu import load_tofu
+    from unlearnkit.world.tokenizer import train_world_tokenizer
+
+    splits = load_tofu(args.split, args.data_dir)
+    texts = [r[k] for name in ("forget", "retain", "real_authors", "world_facts") for r in getattr(splits, name)
+             for k in ("question", "answer")]
+    tokenizer = train_world_tokenizer(texts, vocab_size=args.vocab)
+    shape = {"vocab_size": len(tokenizer), **SHAPES[args.shape]}
+    torch.manual_seed(0)
+    with torch.device(args.device):
+        model = LlamaForCausalLM(LlamaConfig(**shape, max_position_embeddings=2048, bos_token_id=tokenizer.bos_token_id,
+                                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
+    model = model.to(getattr(torch, args.dtype)).eval()
+    return model, tokenizer, splits
+
+
+def ours(model, tokenizer, splits, fmt, args):
+    from unlearnkit.benchmarks.base import BenchmarkData
+    from unlearnkit.benchmarks.suite import evaluate
+    from unlearnkit.benchmarks.tofu import TofuBenchmark
+    from unlearnkit.recipe import EvalSection
+
+    data = BenchmarkData("tofu", splits, splits.forget, splits.retain, component=TofuBenchmark())
+    cfg = EvalSection(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                      max_tokens_per_batch=args.max_tokens)
+    started = time.perf_counter()
+    result = evaluate(model, tokenizer, data, fmt, cfg, progress=False)
+    return time.perf_counter() - started, result
+
+
+def per_metric(model, tokenizer, splits, fmt, args) -> float:
+    """One pass per metric, re-tokenising each time, fixed batches of 32."""
+    from unlearnkit.benchmarks.generation import generate_greedy
+    from unlearnkit.benchmarks.gradnorm import gradnorm_scores
+    from unlearnkit.benchmarks.passes import score_examples, token_statistics
+
+    pad = tokenizer.pad_token_id
+    started = time.perf_counter()
+    for name, paraphrased in (("forget", True), ("retain", True), ("real_authors", False), ("world_facts", False)):
+        rows = getattr(splits, name)
+        score_examples(model, [fmt.encode(tokenizer, r["question"], r["answer"]) for r in rows], pad, 32)  # prob
+        truth = [fmt.encode(tokenizer, r["question"], a) for r in rows
+                 for a in ([r["paraphrased_answer"]] if paraphrased else [r["answer"]]) + list(r["perturbed_answer"])]
+        score_examples(model, truth, pad, 32)  # truth ratio
+        generate_greedy(model, tokenizer, [fmt.prompt_ids(tokenizer, r["question"]) for r in rows],
+                        max_new_tokens=args.max_new_tokens, batch_size=32)  # ROUGE
+    rows = list(splits.forget) + list(splits.holdout)
+    for _ in ("loss", "zlib"):
+        score_examples(model, [fmt.encode(tokenizer, r["question"], r["answer"]) for r in rows], pad, 32)
+    for _ in ("min_k", "min_k_plus_plus", "extraction_strength", "exact_memorization"):
+        token_statistics(model, [fmt.encode(tokenizer, r["question"], r["answer"]) for r in rows], pad, 32)
+    gradnorm_scores(model, [fmt.encode(tokenizer, r["question"], r["answer"]) for r in rows], pad, batch_size=1)
+    return time.perf_counter() - started
+
+
+def bare(model, tokenizer, splits, fmt, args) -> tuple[float, int]:
+    """The same teacher-forced sequences as ours, through a plain loop: tokens/s."""
+    from unlearnkit.benchmarks.passes import _length_batches
+    from unlearnkit.data.batch import collate
+
+    seqs = {}
+    for name, paraphrased in (("forget", True), ("retain", True), ("real_authors", False), ("world_facts", False)):
+        for r in getattr(splits, name):
+            answers = [r["answer"]] + ([r["paraphrased_answer"]] if paraphrased else []) + list(r["perturbed_answer"])
+            for a in answers:
+                e = fmt.encode(tokenizer, r["question"], a)
+                seqs[(e.input_ids, e.labels)] = e
+    for r in splits.holdout:
+        e = fmt.encode(tokenizer, r["question"], r["answer"])
+        seqs[(e.input_ids, e.labels)] = e
+    examples = list(seqs.values())
+    tokens = sum(len(e.input_ids) for e in examples)
+    device = next(model.parameters()).device
+    started = time.perf_counter()
+    with torch.no_grad():
+        for indices in _length_batches([len(e.input_ids) for e in examples], args.batch_size, args.max_tokens):
+            batch = collate([examples[i] for i in indices], tokenizer.pad_token_id).to(device)
+            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+            logp = torch.log_softmax(logits[:, :-1].float(), -1)
+            logp.gather(-1, batch.labels[:, 1:].clamp(min=0).unsqueeze(-1)).sum().item()
+    return time.perf_counter() - started, tokens
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[1].parent / "shared/data/tofu"))
+    parser.add_argument("--split", default="forget10")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="small")
+    parser.add_argument("--vocab", type=int, default=4096, help="BPE vocabulary trained on the TOFU text")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-tokens", type=int, default=None, help="token budget of a scoring batch (ours, bare)")
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--skip-per-metric", action="store_true", help="only (b) and (c): the per-metric run is slow")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    from unlearnkit.data.formats import get_format
+
+    model, tokenizer, splits = build(args)
+    fmt = get_format("openunlearning")
+    params = sum(p.numel() for p in model.parameters())
+    ours(model, tokenizer, SimpleNamespace(**{k: v[:4] for k, v in vars(splits).items() if isinstance(v, list)}),
+         fmt, args)  # warm-up (kernels, allocator, tokenizer caches)
+    ours_s, result = ours(model, tokenizer, splits, fmt, args)
+    passes = result["passes"]
+    scored = sum(passes["seconds"].get(k, 0.0) for k in ("score", "token_stats"))
+    bare_s, tokens = bare(model, tokenizer, splits, fmt, args)
+    summary = {"model_parameters": params, "dtype": args.dtype, "device": args.device, "threads": args.threads,
+               "max_new_tokens": args.max_new_tokens, "ours_s": round(ours_s, 2),
+               "passes": passes, "scoring_tokens": tokens, "ours_scoring_tokens_per_s": round(tokens / scored),
+               "bare_tokens_per_s": round(tokens / bare_s), "scoring_ours_over_bare": round(bare_s / scored, 3)}
+    if not args.skip_per_metric:
+        per_s = per_metric(model, tokenizer, splits, fmt, args)
+        summary.update(per_metric_s=round(per_s, 2), per_metric_over_ours=round(per_s / ours_s, 2))
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
