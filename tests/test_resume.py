@@ -149,7 +149,7 @@ def test_resume_refusals(cli, tmp_path):
 
 def test_ctrl_c_during_the_evaluation_after_training_resumes_without_training_again(cli, tmp_path, uninterrupted,
                                                                                     monkeypatch):
-    import unlearnkit.pipeline.runner as pipeline
+    import unlearnkit.pipeline.stages as pipeline
 
     original = pipeline._evaluate
 
