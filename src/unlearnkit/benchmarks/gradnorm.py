@@ -10,8 +10,11 @@ padded samples, each with an explicit 4-D causal-and-padding attention mask (the
 data-dependent branches that vmap cannot trace). Per-sample gradients of every parameter are held for
 one chunk, so the chunk is sized to the memory: `batch_size` samples, or fewer when
 ``samples × parameters × bytes`` would pass `max_bytes` (a quarter of the free accelerator memory by
-default, 1 GiB on the CPU). Models the batched path cannot trace (GRUN's representation edits, older
-transformers releases, custom architectures) fall back, with the same numbers, to one backward per sample.
+default). It is used on a GPU, where it pays: on a CPU the attention kernels have no vmap rule and
+torch loops them, so one backward per sample is as fast (measured: 36 s against 26 s for 800 TOFU rows on
+a 5.5M model); pass `max_bytes` to force it. Models the batched path cannot trace (GRUN's representation
+edits, older transformers releases, custom architectures) fall back, with the same numbers, to one
+backward per sample.
 """
 
 from __future__ import annotations
@@ -120,7 +123,8 @@ def gradnorm_scores(model: Any, examples: list[Example], pad_id: int, p: float =
         model.train()
         with torch.enable_grad():
             chunk = _chunk(model, named, batch_size, max_bytes)
-            if chunk > 1 and not has_edits(model):
+            batched = batch_size > 1 and (model_device(model).type == "cuda" or max_bytes is not None)
+            if batched and chunk > 1 and not has_edits(model):
                 try:
                     return _batched(model, examples, pad_id, named, p, chunk)
                 except (RuntimeError, TypeError, ValueError, NotImplementedError):
