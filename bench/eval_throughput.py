@@ -17,6 +17,8 @@ Data: ../shared/data/tofu, forget10 (forget, retain, real authors, world facts, 
     same sequences — sorted batches, the model's forward and a float32 log-softmax gather of the labels.
     Target: ours / bare ≥ 0.8.
 (c) **breakdown**: sequences and seconds per pass of ours.
+(d) with ``--gradnorm N``: GradNorm on N forget rows, one backward per sample against the batched path.
+    Target on a GPU: ≥ 5×.
 
 Prints one JSON line per measurement (`--json` for the summary only).
 """
@@ -125,6 +127,25 @@ def bare(model, tokenizer, splits, fmt, args) -> tuple[float, int]:
     return time.perf_counter() - started, tokens
 
 
+def gradnorm_paths(model, tokenizer, splits, fmt, n: int) -> dict:
+    from unlearnkit.benchmarks import gradnorm
+
+    examples = [fmt.encode(tokenizer, r["question"], r["answer"]) for r in list(splits.forget)[:n]]
+    timings, scores = {}, {}
+    for name, size in (("one_by_one", 1), ("batched", 16)):
+        gradnorm.gradnorm_scores(model, examples[:2], tokenizer.pad_token_id, batch_size=size)  # warm-up
+        if next(model.parameters()).is_cuda:
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        scores[name] = gradnorm.gradnorm_scores(model, examples, tokenizer.pad_token_id, batch_size=size)
+        if next(model.parameters()).is_cuda:
+            torch.cuda.synchronize()
+        timings[name] = time.perf_counter() - started
+    diff = float(abs(scores["one_by_one"] - scores["batched"]).max() / max(abs(scores["one_by_one"]).max(), 1e-12))
+    return {"rows": n, "one_by_one_s": round(timings["one_by_one"], 3), "batched_s": round(timings["batched"], 3),
+            "speedup": round(timings["one_by_one"] / timings["batched"], 2), "max_relative_difference": diff}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[1].parent / "shared/data/tofu"))
@@ -138,6 +159,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--skip-per-metric", action="store_true", help="only (b) and (c): the per-metric run is slow")
+    parser.add_argument("--gradnorm", type=int, default=0, help="(d): compare GradNorm paths on this many rows")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -159,6 +181,8 @@ def main() -> None:
     if not args.skip_per_metric:
         per_s = per_metric(model, tokenizer, splits, fmt, args)
         summary.update(per_metric_s=round(per_s, 2), per_metric_over_ours=round(per_s / ours_s, 2))
+    if args.gradnorm:
+        summary["gradnorm"] = gradnorm_paths(model, tokenizer, splits, fmt, args.gradnorm)
     print(json.dumps(summary))
 
 
