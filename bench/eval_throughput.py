@@ -19,6 +19,10 @@ Data: ../shared/data/tofu, forget10 (forget, retain, real authors, world facts, 
 (c) **breakdown**: sequences and seconds per pass of ours.
 (d) with ``--gradnorm N``: GradNorm on N forget rows, one backward per sample against the batched path.
     Target on a GPU: ≥ 5×.
+(e) with ``--generation N``: greedy decoding of N forget questions with the default dynamic KV cache against
+    ``eval.generation_cache=static`` (a preallocated cache that transformers compiles on a GPU), after one
+    warm-up batch each: new tokens/s and whether the texts are identical.
+``--skip-suite`` leaves out (a)–(c)'s suite run and times the scoring pass alone against the bare loop.
 
 Prints one JSON line per measurement (`--json` for the summary only).
 """
@@ -99,10 +103,8 @@ def per_metric(model, tokenizer, splits, fmt, args) -> float:
     return time.perf_counter() - started
 
 
-def bare(model, tokenizer, splits, fmt, args) -> tuple[float, int]:
-    """The same teacher-forced sequences as ours, through a plain loop: tokens/s."""
-    from unlearnkit.benchmarks.passes import _length_batches
-    from unlearnkit.data.batch import collate
+def teacher_forced(tokenizer, splits, fmt) -> list:
+    """Every distinct teacher-forced sequence of the TOFU and privacy suites."""
 
     seqs = {}
     for name, paraphrased in (("forget", True), ("retain", True), ("real_authors", False), ("world_facts", False)):
@@ -114,7 +116,15 @@ def bare(model, tokenizer, splits, fmt, args) -> tuple[float, int]:
     for r in splits.holdout:
         e = fmt.encode(tokenizer, r["question"], r["answer"])
         seqs[(e.input_ids, e.labels)] = e
-    examples = list(seqs.values())
+    return list(seqs.values())
+
+
+def bare(model, tokenizer, splits, fmt, args) -> tuple[float, int]:
+    """The same teacher-forced sequences as ours, through a plain loop: tokens/s."""
+    from unlearnkit.benchmarks.passes import _length_batches
+    from unlearnkit.data.batch import collate
+
+    examples = teacher_forced(tokenizer, splits, fmt)
     tokens = sum(len(e.input_ids) for e in examples)
     device = next(model.parameters()).device
     started = time.perf_counter()
@@ -125,6 +135,39 @@ def bare(model, tokenizer, splits, fmt, args) -> tuple[float, int]:
             logp = torch.log_softmax(logits[:, :-1].float(), -1)
             logp.gather(-1, batch.labels[:, 1:].clamp(min=0).unsqueeze(-1)).sum().item()
     return time.perf_counter() - started, tokens
+
+
+def scoring_alone(model, tokenizer, splits, fmt, args) -> float:
+    from unlearnkit.benchmarks.passes import score_examples
+
+    examples = teacher_forced(tokenizer, splits, fmt)
+    score_examples(model, examples[:8], tokenizer.pad_token_id, args.batch_size, max_tokens=args.max_tokens)
+    started = time.perf_counter()
+    score_examples(model, examples, tokenizer.pad_token_id, args.batch_size, max_tokens=args.max_tokens)
+    if next(model.parameters()).is_cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - started
+
+
+def generation_caches(model, tokenizer, splits, fmt, n: int, args) -> dict:
+    from unlearnkit.benchmarks.generation import Decoding, generate
+
+    prompts = [fmt.prompt_ids(tokenizer, r["question"]) for r in list(splits.forget)[:n]]
+    out = {}
+    texts = {}
+    for cache in ("dynamic", "static"):
+        decoding = Decoding(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, cache=cache)
+        started = time.perf_counter()
+        generate(model, tokenizer, prompts[:args.batch_size], decoding)  # warm-up (compiles the static step)
+        warm = time.perf_counter() - started
+        started = time.perf_counter()
+        texts[cache] = generate(model, tokenizer, prompts, decoding)
+        seconds = time.perf_counter() - started
+        out[cache] = {"warm_up_s": round(warm, 2), "s": round(seconds, 2),
+                      "new_tokens_per_s": round(len(prompts) * args.max_new_tokens / seconds)}
+    out["identical"] = texts["dynamic"] == texts["static"]
+    out["static_over_dynamic"] = round(out["dynamic"]["s"] / out["static"]["s"], 2)
+    return out
 
 
 def gradnorm_paths(model, tokenizer, splits, fmt, n: int) -> dict:
@@ -160,6 +203,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--skip-per-metric", action="store_true", help="only (b) and (c): the per-metric run is slow")
     parser.add_argument("--gradnorm", type=int, default=0, help="(d): compare GradNorm paths on this many rows")
+    parser.add_argument("--generation", type=int, default=0, help="(e): compare KV caches on this many prompts")
+    parser.add_argument("--skip-suite", action="store_true", help="time the scoring pass alone against the bare loop")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -168,22 +213,31 @@ def main() -> None:
     model, tokenizer, splits = build(args)
     fmt = get_format("openunlearning")
     params = sum(p.numel() for p in model.parameters())
-    ours(model, tokenizer, SimpleNamespace(**{k: v[:4] for k, v in vars(splits).items() if isinstance(v, list)}),
-         fmt, args)  # warm-up (kernels, allocator, tokenizer caches)
-    ours_s, result = ours(model, tokenizer, splits, fmt, args)
-    passes = result["passes"]
-    scored = sum(passes["seconds"].get(k, 0.0) for k in ("score", "token_stats"))
-    bare_s, tokens = bare(model, tokenizer, splits, fmt, args)
     summary = {"model_parameters": params, "dtype": args.dtype, "device": args.device, "threads": args.threads,
-               "max_new_tokens": args.max_new_tokens, "ours_s": round(ours_s, 2),
-               "passes": passes, "scoring_tokens": tokens, "ours_scoring_tokens_per_s": round(tokens / scored),
-               "bare_tokens_per_s": round(tokens / bare_s), "scoring_ours_over_bare": round(bare_s / scored, 3)}
-    if not args.skip_per_metric:
-        per_s = per_metric(model, tokenizer, splits, fmt, args)
-        summary.update(per_metric_s=round(per_s, 2), per_metric_over_ours=round(per_s / ours_s, 2))
+               "max_new_tokens": args.max_new_tokens}
+    bare_s, tokens = bare(model, tokenizer, splits, fmt, args)
+    summary.update(scoring_tokens=tokens, bare_tokens_per_s=round(tokens / bare_s))
+    if args.skip_suite:
+        scored = scoring_alone(model, tokenizer, splits, fmt, args)
+        summary.update(ours_scoring_tokens_per_s=round(tokens / scored), scoring_ours_over_bare=round(bare_s / scored, 3))
+    else:
+        ours(model, tokenizer, SimpleNamespace(**{k: v[:4] for k, v in vars(splits).items() if isinstance(v, list)}),
+             fmt, args)  # warm-up (kernels, allocator, tokenizer caches)
+        ours_s, result = ours(model, tokenizer, splits, fmt, args)
+        passes = result["passes"]
+        scored = sum(passes["seconds"].get(k, 0.0) for k in ("score", "token_stats"))
+        summary.update(ours_s=round(ours_s, 2), passes=passes, ours_scoring_tokens_per_s=round(tokens / scored),
+                       scoring_ours_over_bare=round(bare_s / scored, 3))
+        if not args.skip_per_metric:
+            per_s = per_metric(model, tokenizer, splits, fmt, args)
+            summary.update(per_metric_s=round(per_s, 2), per_metric_over_ours=round(per_s / ours_s, 2))
+    print(json.dumps(summary), flush=True)
+    if args.generation:
+        summary["generation"] = generation_caches(model, tokenizer, splits, fmt, args.generation, args)
+        print(json.dumps({"generation": summary["generation"]}), flush=True)
     if args.gradnorm:
         summary["gradnorm"] = gradnorm_paths(model, tokenizer, splits, fmt, args.gradnorm)
-    print(json.dumps(summary))
+        print(json.dumps({"gradnorm": summary["gradnorm"]}), flush=True)
 
 
 if __name__ == "__main__":

@@ -67,12 +67,13 @@ def test_disabled_edits_and_the_edit_formula(tiny_model, ids):
     assert torch.allclose(gate, torch.sigmoid(h @ module.gate.weight.T + module.gate.bias).squeeze(-1))
 
 
-def test_generation_with_the_kv_cache_equals_recomputing_without_it(tiny_model, ids):
+@pytest.mark.parametrize("cache", [None, "static"])
+def test_generation_with_the_kv_cache_equals_recomputing_without_it(tiny_model, ids, cache):
     set_gate(add_edit(tiny_model, [0, 1], rank=4), 0.5)
     prompt = ids[:, :4]
     with torch.no_grad():
         cached = tiny_model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=6,
-                                     do_sample=False, pad_token_id=0)
+                                     do_sample=False, pad_token_id=0, cache_implementation=cache)
         seq = prompt
         for _ in range(6):  # full recompute each step, edit pinned to the prompt's last token
             with edit_positions(tiny_model, torch.full((2,), 3)):

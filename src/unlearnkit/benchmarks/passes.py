@@ -15,7 +15,8 @@ How, at any size:
   when given); the caller's order is restored afterwards.
 * **Only supervised positions, float32 in chunks.** The logits of the supervised positions are gathered
   (answer tokens, not prompts or padding) and the float32 log-softmax runs over chunks of at most
-  ``CHUNK_ELEMENTS`` values, so neither the full B×T×V tensor nor its float32 copy is ever made
+  ``CHUNK_ELEMENTS`` values (128 MiB; 1 GiB on an accelerator, where small chunks cost kernel launches),
+  so neither the full B×T×V tensor nor its float32 copy is ever made
   beyond the model's own output (at vocab 128k a float32 copy of a 64×128 batch would be 4 GiB).
 
 Results do not depend on batch size or order beyond floating-point noise: right padding never reaches
@@ -36,7 +37,8 @@ from unlearnkit.losses import logits_of, shifted_labels
 from unlearnkit.model.edits import edit_positions
 from unlearnkit.model.hooks import prompt_end_positions
 
-CHUNK_ELEMENTS = 1 << 25  # float32 values per log-softmax chunk (128 MiB)
+CHUNK_ELEMENTS = 1 << 25  # float32 values per log-softmax chunk on a CPU (128 MiB)
+CHUNK_ELEMENTS_GPU = 1 << 28  # on an accelerator (1 GiB): fewer, larger kernels
 
 
 def model_device(model: Any) -> torch.device:
@@ -109,7 +111,8 @@ def _supervised(logits: torch.Tensor, labels: torch.Tensor, stats: bool) -> dict
     rows, cols = mask.nonzero(as_tuple=True)
     picked = logits[:, :-1][rows, cols]  # (N, V) in the model's dtype: only the supervised positions
     wanted = targets[rows, cols]
-    step = max(1, CHUNK_ELEMENTS // max(picked.shape[-1], 1))
+    budget = CHUNK_ELEMENTS if picked.device.type == "cpu" else max(CHUNK_ELEMENTS, CHUNK_ELEMENTS_GPU)
+    step = max(1, budget // max(picked.shape[-1], 1))
     parts: dict[str, list[torch.Tensor]] = {"logprobs": [], "mean": [], "variance": [], "predictions": []}
     for start in range(0, picked.shape[0], step):
         logp = torch.log_softmax(picked[start:start + step].float(), dim=-1)  # (n, V) float32
