@@ -19,9 +19,6 @@ Data: ../shared/data/tofu, forget10 (forget, retain, real authors, world facts, 
 (c) **breakdown**: sequences and seconds per pass of ours.
 (d) with ``--gradnorm N``: GradNorm on N forget rows, one backward per sample against the batched path.
     Target on a GPU: ≥ 5×.
-(e) with ``--generation N``: greedy decoding of N forget questions with the default dynamic KV cache against
-    ``eval.generation_cache=static`` (a preallocated cache that transformers compiles on a GPU), after one
-    warm-up batch each: new tokens/s and whether the texts are identical.
 ``--skip-suite`` leaves out (a)–(c)'s suite run and times the scoring pass alone against the bare loop.
 
 Prints one JSON line per measurement (`--json` for the summary only).
@@ -120,20 +117,26 @@ def teacher_forced(tokenizer, splits, fmt) -> list:
 
 
 def bare(model, tokenizer, splits, fmt, args) -> tuple[float, int]:
-    """The same teacher-forced sequences as ours, through a plain loop: tokens/s."""
+    """The same teacher-forced sequences as ours, through a plain loop (after one warm-up batch): (seconds, tokens)."""
     from unlearnkit.benchmarks.passes import _length_batches
     from unlearnkit.data.batch import collate
 
     examples = teacher_forced(tokenizer, splits, fmt)
     tokens = sum(len(e.input_ids) for e in examples)
     device = next(model.parameters()).device
-    started = time.perf_counter()
+    batches = _length_batches([len(e.input_ids) for e in examples], args.batch_size, args.max_tokens)
+
+    def forward(indices) -> None:
+        batch = collate([examples[i] for i in indices], tokenizer.pad_token_id).to(device)
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        logp = torch.log_softmax(logits[:, :-1].float(), -1)
+        logp.gather(-1, batch.labels[:, 1:].clamp(min=0).unsqueeze(-1)).sum().item()
+
     with torch.no_grad():
-        for indices in _length_batches([len(e.input_ids) for e in examples], args.batch_size, args.max_tokens):
-            batch = collate([examples[i] for i in indices], tokenizer.pad_token_id).to(device)
-            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-            logp = torch.log_softmax(logits[:, :-1].float(), -1)
-            logp.gather(-1, batch.labels[:, 1:].clamp(min=0).unsqueeze(-1)).sum().item()
+        forward(batches[0])  # warm-up: kernels, allocator
+        started = time.perf_counter()
+        for indices in batches:
+            forward(indices)
     return time.perf_counter() - started, tokens
 
 
@@ -147,27 +150,6 @@ def scoring_alone(model, tokenizer, splits, fmt, args) -> float:
     if next(model.parameters()).is_cuda:
         torch.cuda.synchronize()
     return time.perf_counter() - started
-
-
-def generation_caches(model, tokenizer, splits, fmt, n: int, args) -> dict:
-    from unlearnkit.benchmarks.generation import Decoding, generate
-
-    prompts = [fmt.prompt_ids(tokenizer, r["question"]) for r in list(splits.forget)[:n]]
-    out = {}
-    texts = {}
-    for cache in ("dynamic", "static"):
-        decoding = Decoding(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, cache=cache)
-        started = time.perf_counter()
-        generate(model, tokenizer, prompts[:args.batch_size], decoding)  # warm-up (compiles the static step)
-        warm = time.perf_counter() - started
-        started = time.perf_counter()
-        texts[cache] = generate(model, tokenizer, prompts, decoding)
-        seconds = time.perf_counter() - started
-        out[cache] = {"warm_up_s": round(warm, 2), "s": round(seconds, 2),
-                      "new_tokens_per_s": round(len(prompts) * args.max_new_tokens / seconds)}
-    out["identical"] = texts["dynamic"] == texts["static"]
-    out["static_over_dynamic"] = round(out["dynamic"]["s"] / out["static"]["s"], 2)
-    return out
 
 
 def gradnorm_paths(model, tokenizer, splits, fmt, n: int) -> dict:
@@ -203,7 +185,6 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--skip-per-metric", action="store_true", help="only (b) and (c): the per-metric run is slow")
     parser.add_argument("--gradnorm", type=int, default=0, help="(d): compare GradNorm paths on this many rows")
-    parser.add_argument("--generation", type=int, default=0, help="(e): compare KV caches on this many prompts")
     parser.add_argument("--skip-suite", action="store_true", help="time the scoring pass alone against the bare loop")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -232,9 +213,6 @@ def main() -> None:
             per_s = per_metric(model, tokenizer, splits, fmt, args)
             summary.update(per_metric_s=round(per_s, 2), per_metric_over_ours=round(per_s / ours_s, 2))
     print(json.dumps(summary), flush=True)
-    if args.generation:
-        summary["generation"] = generation_caches(model, tokenizer, splits, fmt, args.generation, args)
-        print(json.dumps({"generation": summary["generation"]}), flush=True)
     if args.gradnorm:
         summary["gradnorm"] = gradnorm_paths(model, tokenizer, splits, fmt, args.gradnorm)
         print(json.dumps({"gradnorm": summary["gradnorm"]}), flush=True)

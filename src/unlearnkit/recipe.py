@@ -170,7 +170,6 @@ class EvalSection(_Section):
     max_tokens_per_batch: PositiveInt | None = None  # token budget of a scoring batch (rows × longest); null: none
     max_new_tokens: PositiveInt = 200
     backend: Literal["unlearnkit", "lm_eval"] = "unlearnkit"  # wmdp / mmlu: lm_eval scores through lm-eval's tasks
-    generation_cache: Literal["dynamic", "static"] = "dynamic"  # static: preallocated KV cache, compiled on GPUs
     retain_model: Text | None = None  # tofu: the retain model (hub id or dir) for forget quality
     retain_logs: Text | None = None  # or a report/eval JSON holding its forget truth ratios
     privacy: bool | None = None  # MIA suite, privleak, memorization; null: on when the benchmark has a holdout

@@ -188,12 +188,3 @@ def test_chunked_log_softmax_and_token_budget_give_the_same_numbers(model, token
         np.testing.assert_allclose(a.logprobs, b.logprobs, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(a.variance, b.variance, rtol=1e-4, atol=1e-5)
         assert a.predictions.tolist() == b.predictions.tolist() and len(a.logprobs) == count
-
-
-def test_a_static_kv_cache_gives_the_same_greedy_text(model, tokenizer, fmt):
-    from unlearnkit.benchmarks.generation import Decoding, generate
-
-    prompts = [fmt.prompt_ids(tokenizer, q) for q, _ in QA]
-    dynamic = generate(model, tokenizer, prompts, Decoding(max_new_tokens=12, batch_size=4))
-    static = generate(model, tokenizer, prompts, Decoding(max_new_tokens=12, batch_size=4, cache="static"))
-    assert static == dynamic

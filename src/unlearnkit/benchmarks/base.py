@@ -175,8 +175,8 @@ class Benchmark:
             raise UnlearnError(f"eval.metrics asks for {privacy_wanted[0]}, which needs a holdout split; {self.name}"
                                " has none here")
         finish_tofu = plan_tofu(ev, data.splits, fmt, max_new_tokens=eval_cfg.max_new_tokens,
-                                retain_truth_ratios=retain_truth_ratios, metrics=tofu_wanted,
-                                cache=eval_cfg.generation_cache) if tofu_wanted else None
+                                retain_truth_ratios=retain_truth_ratios,
+                                metrics=tofu_wanted) if tofu_wanted else None
         finish_privacy = plan_privacy(ev, list(data.splits.forget), list(data.splits.holdout), fmt,
                                       retain_min_k_auc=retain_auc, metrics=privacy_wanted) if privacy_wanted else None
 

@@ -71,8 +71,6 @@ class Decoding:
     takes do_sample / temperature / top_p / top_k from the model's own ``generation_config`` instead —
     what the USA harvest did by passing no sampling arguments (Llama-3-Instruct samples at T = 0.6,
     top-p = 0.9; specs pitfall 7) — and ``resolved(model)`` returns the settings that will actually apply.
-    ``cache="static"`` decodes with a preallocated (static) KV cache, which lets transformers compile the
-    decoding step on a GPU; greedy outputs are the same as with the default dynamic cache.
     """
 
     do_sample: bool = False
@@ -83,7 +81,6 @@ class Decoding:
     max_new_tokens: int = 200
     batch_size: int = 32
     from_model: bool = False
-    cache: str = "dynamic"  # dynamic | static (`eval.generation_cache`)
 
     def __post_init__(self) -> None:
         from unlearnkit.errors import UnlearnError
@@ -92,8 +89,7 @@ class Decoding:
                   (0 < self.top_p <= 1, f"top_p={self.top_p}: must be in (0, 1]"),
                   (self.top_k >= 0, f"top_k={self.top_k}: must be >= 0 (0 turns it off)"),
                   (self.max_new_tokens >= 1, f"max_new_tokens={self.max_new_tokens}: must be >= 1"),
-                  (self.batch_size >= 1, f"batch_size={self.batch_size}: must be >= 1"),
-                  (self.cache in ("dynamic", "static"), f"cache={self.cache!r}: must be dynamic or static")]
+                  (self.batch_size >= 1, f"batch_size={self.batch_size}: must be >= 1")]
         for ok, message in checks:
             if not ok:
                 raise UnlearnError(f"decoding {message}; fix the decoding settings")
@@ -158,7 +154,6 @@ def generate(
     config = GenerationConfig(
         **sampling, num_beams=1, max_new_tokens=decoding.max_new_tokens, use_cache=True,
         eos_token_id=eos_ids or None, pad_token_id=pad_id,
-        **({"cache_implementation": "static"} if decoding.cache == "static" else {}),
     )
     texts: list[str] = [""] * len(prompts)
     if not prompts:

@@ -161,7 +161,7 @@ ORDER = ["forget_prob", "forget_rouge", "forget_truth_ratio", "forget_quality", 
 
 
 def plan_tofu(ev, splits: Any, fmt: Any, *, max_new_tokens: int = 200, retain_truth_ratios: list[float] | None = None,
-              question_key: str = "question", metrics: Sequence[str] | None = None, cache: str = "dynamic"):
+              question_key: str = "question", metrics: Sequence[str] | None = None):
     """Ask `ev` (an `Evaluator`) for the passes the wanted TOFU metrics need (default: all of `ORDER`) — per
     split, the teacher-forced sequences (answer, paraphrased answer, perturbed answers) for probabilities
     and truth ratios, and one greedy generation per question for ROUGE — and return the function that
@@ -172,7 +172,7 @@ def plan_tofu(ev, splits: Any, fmt: Any, *, max_new_tokens: int = 200, retain_tr
     needed = set(wanted) | (set(MODEL_UTILITY_KEYS) if "model_utility" in wanted else set())
     if "forget_quality" in wanted:
         needed.add("forget_truth_ratio")
-    decoding = Decoding(max_new_tokens=max_new_tokens, batch_size=ev.batch_size or 32, cache=cache)
+    decoding = Decoding(max_new_tokens=max_new_tokens, batch_size=ev.batch_size or 32)
     finishers = {}
     for split, (prefix, _, _) in SPLITS.items():
         score = any(f"{prefix}_{m}" in needed for m in ("prob", "truth_ratio", "prob_normalised"))
