@@ -168,7 +168,7 @@ class Evaluator:
                                                       lambda: _sharded(score_keys, scored(self.model)))))
         grad_keys = list(self._wanted["gradnorm"])
         grads = dict(zip(grad_keys, self._timed("gradnorm", len(grad_keys), lambda: _sharded(
-            grad_keys, lambda keys: gradnorm_scores(self.model, examples(keys), self.pad_id).tolist())))) \
+            grad_keys, lambda keys: gradnorm_scores(self.model, examples(keys), self.pad_id, batch_size=16).tolist())))) \
             if grad_keys else {}
         ref_keys = list(self._wanted["reference"])
         references = dict(zip(ref_keys, self._timed("reference_score", len(ref_keys), lambda: _sharded(
