@@ -36,10 +36,14 @@ def test_a_changed_model_file_invalidates_the_cached_reference(cli, tmp_path, ca
         assert result.exit_code == 0, (result.output, result.exception)
         return sum(m == ["forget_truth_ratio"] for m in asked[before:])
 
+    def retrain(scale: float) -> None:  # new weights at the same path
+        model = load_model(str(retain))
+        with torch.no_grad():
+            model.lm_head.weight.mul_(scale)
+        model.save_pretrained(retain)
+
+    retrain(0.9)  # weights of its own (a copy of the world's retain model is served from the world's cache)
     assert reference_evaluations("first") == 1
     assert reference_evaluations("second") == 0  # same weights, same data: from the cache
-    model = load_model(str(retain))
-    with torch.no_grad():
-        model.lm_head.weight.mul_(0.5)  # "retrained": new weights at the same path
-    model.save_pretrained(retain)
+    retrain(0.5)
     assert reference_evaluations("third") == 1

@@ -27,7 +27,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from unlearnkit.errors import UnlearnError
 from unlearnkit.registry import (METHODS, Finite, Fraction, NonNegative, NonNegativeInt, Positive, PositiveInt, Seed,
-                                 did_you_mean, field_problem, show_value)
+                                 did_you_mean)
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"  # recipes/ at the repository root links here
 DEVICE_PATTERN = r"auto|cpu|cuda|cuda:\d+|mps"  # model.device (`model.loading.resolve_device`)
@@ -325,49 +325,6 @@ def apply_override(data: dict[str, Any], override: str) -> None:
     node[keys[-1]] = value
 
 
-def _section_model(field: Any) -> type[BaseModel] | None:
-    """The section class a field holds (LoraSection for `lora: LoraSection | None`), or None."""
-    annotation = getattr(field, "annotation", None)
-    return next((a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type)
-                 and issubclass(a, BaseModel)), None)
-
-
-def _friendly(err: ValidationError, source: str) -> UnlearnError:
-    """The first validation error as one line: the field, what is wrong, what it got, and an example."""
-    first = err.errors()[0]
-    loc = [str(p) if not isinstance(p, int) else p for p in first["loc"]]
-    if first["type"] == "extra_forbidden":
-        where = ".".join(str(p) for p in loc)
-        section_model: Any = Recipe
-        for part in loc[:-1]:
-            section_model = _section_model(section_model.model_fields.get(part))
-            if section_model is None:
-                break
-        valid = list(section_model.model_fields) if section_model is not None else []
-        return UnlearnError(f"{source}: unknown field '{where}';{did_you_mean(str(loc[-1]), valid)}"
-                            f" valid fields here: {', '.join(valid)}")
-    # walk the schema along loc: sections, then the field; list indices are kept, union branch tags dropped
-    model: Any = Recipe
-    names: list[str] = []
-    field = None
-    where = ""
-    for part in loc:
-        if isinstance(part, int):
-            where += f"[{part}]"
-        elif model is not None and part in model.model_fields:
-            field = model.model_fields[part]
-            names.append(part)
-            where += ("." if where else "") + part
-            model = _section_model(field)
-    if model is not None and first["type"] in ("value_error", "assertion_error"):
-        return UnlearnError(f"{source}: {field_problem(first)}")  # a check over a whole section
-    example = ""
-    default = field.get_default(call_default_factory=True) if field is not None else None
-    if field is not None and model is None and default is not None:  # no example for an unset-by-default field
-        example = f"; e.g. {'.'.join(names)}={show_value(default)}"
-    return UnlearnError(f"{source}: field '{where}' {field_problem(first)} (got {first.get('input')!r}){example}")
-
-
 def load_recipe(name: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     """Read, inherit (`base:`), override and validate a recipe; the method is validated too."""
     path = find_recipe(name)
@@ -394,7 +351,9 @@ def validate_recipe(data: dict[str, Any], source: str = "recipe") -> Recipe:
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as err:
-        raise _friendly(err, source) from None
+        from unlearnkit.recipe_checks import friendly_error
+
+        raise friendly_error(err, source) from None
     if not isinstance(recipe.method, dict):
         raise UnlearnError(f"{source}: method must be a mapping like {{name: npo, beta: 0.1}}")
     from unlearnkit.recipe_checks import check_recipe

@@ -3,14 +3,18 @@
 The schema (`unlearnkit.recipe`) checks each field on its own: types and ranges. `check_recipe` checks
 fields against each other and against the method, so that `unlearn validate` (and `unlearn run`, before
 it loads anything) refuses a recipe that would otherwise fail half-way through a run, or quietly ignore
-one of its settings. Each error is one line naming the options and the fix.
+one of its settings. Each error is one line naming the options and the fix; `friendly_error` turns a
+schema (pydantic) error into such a line too.
 """
 
 from __future__ import annotations
 
-import re
+from typing import Any
+
+from pydantic import BaseModel
 
 from unlearnkit.errors import UnlearnError
+from unlearnkit.registry import did_you_mean, field_problem, show_value
 
 CHEAP_METRICS = ("forget_prob", "retain_prob")  # what eval.select.metrics=cheap measures (`selection.cheap_metrics`)
 
@@ -91,3 +95,53 @@ def _check_method(recipe, method) -> None:
     if recipe.eval.select.every > 0 and isinstance(method, ModelEdit):
         raise UnlearnError(f"eval.select scores checkpoints during training; {name} edits weights after its"
                            " training phase, so there is nothing to select: set eval.select.every=0")
+
+
+# ------------------------------------------------------------ a pydantic error as one line with the fix
+
+
+def _section_model(field: Any):
+    """The section class a field holds (LoraSection for `lora: LoraSection | None`), or None."""
+    annotation = getattr(field, "annotation", None)
+    return next((a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type)
+                 and issubclass(a, BaseModel)), None)
+
+
+def friendly_error(err, source: str) -> UnlearnError:
+    """The first validation error as one line: the field, what is wrong, what it got, and an example."""
+    first = err.errors()[0]
+    loc = [str(p) if not isinstance(p, int) else p for p in first["loc"]]
+    if first["type"] == "extra_forbidden":
+        where = ".".join(str(p) for p in loc)
+        from unlearnkit.recipe import Recipe
+
+        section_model: Any = Recipe
+        for part in loc[:-1]:
+            section_model = _section_model(section_model.model_fields.get(part))
+            if section_model is None:
+                break
+        valid = list(section_model.model_fields) if section_model is not None else []
+        return UnlearnError(f"{source}: unknown field '{where}';{did_you_mean(str(loc[-1]), valid)}"
+                            f" valid fields here: {', '.join(valid)}")
+    # walk the schema along loc: sections, then the field; list indices are kept, union branch tags dropped
+    from unlearnkit.recipe import Recipe
+
+    model: Any = Recipe
+    names: list[str] = []
+    field = None
+    where = ""
+    for part in loc:
+        if isinstance(part, int):
+            where += f"[{part}]"
+        elif model is not None and part in model.model_fields:
+            field = model.model_fields[part]
+            names.append(part)
+            where += ("." if where else "") + part
+            model = _section_model(field)
+    if model is not None and first["type"] in ("value_error", "assertion_error"):
+        return UnlearnError(f"{source}: {field_problem(first)}")  # a check over a whole section
+    example = ""
+    default = field.get_default(call_default_factory=True) if field is not None else None
+    if field is not None and model is None and default is not None:  # no example for an unset-by-default field
+        example = f"; e.g. {'.'.join(names)}={show_value(default)}"
+    return UnlearnError(f"{source}: field '{where}' {field_problem(first)} (got {first.get('input')!r}){example}")

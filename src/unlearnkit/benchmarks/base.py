@@ -53,6 +53,7 @@ class Benchmark:
 
     aliases: ClassVar[dict[str, str]] = TOFU_ALIASES
     forget_splits: ClassVar[tuple[str, ...]] = ("forget",)  # valid data.forget_split values
+    eval_forget_split: ClassVar[str] = "forget"  # `unlearn eval -b NAME` without --forget-split
     unlearnable: ClassVar[bool] = True  # has a forget set to unlearn (False: an evaluation-only benchmark)
     generated: ClassVar[bool] = False  # a bundled world, generated offline: data.data_dir makes no sense
     world_models: ClassVar[tuple[str, ...]] = ()  # the "world:NAME" models its data comes with

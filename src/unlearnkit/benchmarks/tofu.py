@@ -240,6 +240,7 @@ class TofuBenchmark(Benchmark):
     """TOFU (Maini et al., 2024): fictitious-author QA from locuslab/TOFU or a local folder."""
 
     forget_splits = tuple(FORGET_SPLITS)
+    eval_forget_split = "forget10"
 
     def load(self, data_cfg, world_cfg, log=print, progress=True) -> BenchmarkData:
         from unlearnkit.data.tofu import load_tofu

@@ -102,6 +102,7 @@ def eval_cmd(
                            " e.g. unlearn eval --model world:target --benchmark world --out runs/eval")
     from unlearnkit.pipeline import evaluate_recipe
     from unlearnkit.pipeline.outputs import check_output_dir
+    from unlearnkit.registry import BENCHMARKS
     from unlearnkit.report import fmt_value
 
     check_output_dir(out)  # before the model is loaded
@@ -110,8 +111,8 @@ def eval_cmd(
         data["data_dir"] = data_dir
     if forget_split:
         data["forget_split"] = forget_split
-    elif benchmark == "tofu":
-        data["forget_split"] = "forget10"
+    elif benchmark in BENCHMARKS.names():  # the benchmark's own default (TOFU: forget10)
+        data["forget_split"] = BENCHMARKS.get(benchmark).eval_forget_split
     recipe = _flags_recipe({"model": {"name": model, "dtype": dtype, "device": device}, "data": data,
                             "eval": {"retain_model": retain_model, "retain_logs": retain_logs, "backend": backend,
                                      "max_new_tokens": max_new_tokens, "batch_size": batch_size},
