@@ -19,7 +19,9 @@ from unlearnkit.registry import BENCHMARKS
 
 
 class MultipleChoice(Benchmark):
-    """Shared by WMDP and MMLU: items {question, choices, answer} per subset; accuracy from option log-likelihoods."""
+    """Shared by WMDP and MMLU: items {question, choices, answer} per subset; accuracy from option log-likelihoods.
+
+    A subclass loads its items in ``_load(data_cfg) -> {subset: rows}`` and names its lm-eval tasks."""
 
     aliases: ClassVar[dict[str, str]] = {"acc": "accuracy", "acc_norm": "accuracy_norm"}
     forget_splits = ("forget",)
@@ -27,9 +29,6 @@ class MultipleChoice(Benchmark):
     question_rows = False
     truth_ratios = False
     lm_eval_tasks: ClassVar[tuple[str, ...]] = ()
-
-    def _load(self, data_cfg) -> dict[str, list[dict]]:
-        raise NotImplementedError  # pragma: no cover - each subclass loads its own items
 
     def topic(self, subset: str) -> str:
         return subset
