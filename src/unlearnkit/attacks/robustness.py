@@ -15,6 +15,8 @@ The returned sections go into the report:
 
 from __future__ import annotations
 
+from unlearnkit.logs import info
+
 import dataclasses
 import copy
 import time
@@ -61,7 +63,7 @@ def _with_forget(bench, rows):
 
 def run_attacks(recipe, model, tokenizer, bench, fmt, evaluate_fn: Callable[[Any, Any], dict], *,
                 before: dict | None, after: dict, progress: bool = False,
-                log: Callable[[str], None] = print) -> dict:
+                log: Callable[[str], None] = info) -> dict:
     """{"relearn": ..., "quantize": ..., "paraphrase": ...} for the attacks the recipe enables.
 
     `evaluate_fn(model, bench) -> {"metrics": ...}` is the pipeline's evaluation; `before` and `after`

@@ -23,6 +23,7 @@ from typing import Any, Callable, ClassVar, Sequence
 
 from unlearnkit.errors import UnlearnError
 from unlearnkit.registry import did_you_mean
+from unlearnkit.logs import info
 
 TOFU_METRICS = ("forget_prob", "forget_rouge", "forget_truth_ratio", "forget_quality", "retain_prob", "retain_rouge",
                 "retain_truth_ratio", "ra_prob", "ra_prob_normalised", "ra_rouge", "ra_truth_ratio", "wf_prob",
@@ -69,7 +70,7 @@ class Benchmark:
 
     # ---------------------------------------------------------------------------------------------- data
 
-    def load(self, data_cfg, world_cfg, log: Callable[[str], None] = print, progress: bool = True) -> BenchmarkData:
+    def load(self, data_cfg, world_cfg, log: Callable[[str], None] = info, progress: bool = True) -> BenchmarkData:
         raise NotImplementedError  # pragma: no cover - every registered benchmark implements it
 
     def request_rows(self, data: BenchmarkData, name: str, data_cfg) -> list[dict]:

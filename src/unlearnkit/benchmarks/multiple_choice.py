@@ -16,6 +16,7 @@ from unlearnkit.benchmarks.base import Benchmark, BenchmarkData
 from unlearnkit.benchmarks.wmdp import WMDP_SUBSETS, load_mmlu, load_wmdp, plan_multiple_choice
 from unlearnkit.errors import UnlearnError
 from unlearnkit.registry import BENCHMARKS
+from unlearnkit.logs import info
 
 
 class MultipleChoice(Benchmark):
@@ -33,7 +34,7 @@ class MultipleChoice(Benchmark):
     def topic(self, subset: str) -> str:
         return subset
 
-    def load(self, data_cfg, world_cfg, log=print, progress=True) -> BenchmarkData:
+    def load(self, data_cfg, world_cfg, log=info, progress=True) -> BenchmarkData:
         return BenchmarkData(self.name, self._load(data_cfg), [], [], None, self,
                              options={"data_dir": data_cfg.data_dir, "limit": data_cfg.limit})
 

@@ -10,6 +10,7 @@ from unlearnkit.benchmarks.base import Benchmark, BenchmarkData
 from unlearnkit.benchmarks.muse import MUSE_ALIASES, MUSE_METRICS, MUSE_PRIVACY, load_muse, load_muse_raw, plan_muse
 from unlearnkit.errors import UnlearnError
 from unlearnkit.registry import BENCHMARKS
+from unlearnkit.logs import info
 
 
 WORLD_MUSE = "world:tiny"  # data.data_dir for muse: the tiny world in MUSE's layout (offline)
@@ -26,7 +27,7 @@ class MuseBenchmark(Benchmark):
     truth_ratios = False
     text_training = True
 
-    def load(self, data_cfg, world_cfg, log=print, progress=True) -> BenchmarkData:
+    def load(self, data_cfg, world_cfg, log=info, progress=True) -> BenchmarkData:
         art, data_dir = None, data_cfg.data_dir
         if data_dir == WORLD_MUSE:  # the tiny world in MUSE's layout; world:target / world:retain work
             from unlearnkit.world.build import ensure_world

@@ -22,11 +22,12 @@ from typing import Any, Callable
 from unlearnkit.benchmarks.base import BenchmarkData
 from unlearnkit.errors import UnlearnError
 from unlearnkit.train.checkpoint import write_text_atomic
+from unlearnkit.logs import info
 
 EVAL_VERSION = "3"  # bump when metric code changes, to invalidate cached evaluations
 
 
-def load_benchmark(data_cfg, world_cfg, log: Callable[[str], None] = print, progress: bool = True) -> BenchmarkData:
+def load_benchmark(data_cfg, world_cfg, log: Callable[[str], None] = info, progress: bool = True) -> BenchmarkData:
     from unlearnkit.registry import BENCHMARKS
 
     return BENCHMARKS.build(data_cfg.benchmark).load(data_cfg, world_cfg, log=log, progress=progress)

@@ -42,6 +42,7 @@ from unlearnkit.metrics.likelihood import (
 from unlearnkit.metrics.stats import MODEL_UTILITY_KEYS, forget_quality, model_utility
 from unlearnkit.metrics.text import rouge_scores
 from unlearnkit.registry import BENCHMARKS
+from unlearnkit.logs import info
 
 # split attribute -> (metric prefix, has paraphrased answers, truth-ratio aggregation)
 SPLITS: dict[str, tuple[str, bool, Any]] = {
@@ -242,7 +243,7 @@ class TofuBenchmark(Benchmark):
     forget_splits = tuple(FORGET_SPLITS)
     eval_forget_split = "forget10"
 
-    def load(self, data_cfg, world_cfg, log=print, progress=True) -> BenchmarkData:
+    def load(self, data_cfg, world_cfg, log=info, progress=True) -> BenchmarkData:
         from unlearnkit.data.tofu import load_tofu
 
         splits = load_tofu(data_cfg.forget_split, data_cfg.data_dir)

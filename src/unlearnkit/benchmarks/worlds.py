@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from unlearnkit.benchmarks.base import Benchmark, BenchmarkData
 from unlearnkit.errors import UnlearnError
 from unlearnkit.registry import BENCHMARKS
+from unlearnkit.logs import info
 
 
 def _check_author_request(name: str, world: str) -> None:
@@ -45,7 +46,7 @@ class WorldBenchmark(Benchmark):
     world_models = ("target", "retain")
     relearn_by_default = True
 
-    def load(self, data_cfg, world_cfg, log=print, progress=True) -> BenchmarkData:
+    def load(self, data_cfg, world_cfg, log=info, progress=True) -> BenchmarkData:
         from unlearnkit.world.build import ensure_world
 
         art = ensure_world(world_cfg.cache_dir, world_cfg.seed, progress=progress, log=log, size=world_cfg.size)
@@ -67,7 +68,7 @@ class SafetyBenchmark(Benchmark):
     world_models = ("aligned", "compliant")
     measures_harm = True
 
-    def load(self, data_cfg, world_cfg, log=print, progress=True) -> BenchmarkData:
+    def load(self, data_cfg, world_cfg, log=info, progress=True) -> BenchmarkData:
         from unlearnkit.world.safety_build import ensure_safety_world
 
         art = ensure_safety_world(world_cfg.cache_dir, world_cfg.seed, progress=progress, log=log, size=world_cfg.size)

@@ -16,6 +16,7 @@ from typing import Callable, List, Optional
 import typer
 
 from unlearnkit.errors import UnlearnError
+from unlearnkit.logs import configure_cli_logging
 from unlearnkit.pipeline.outputs import OutputInterrupted
 from unlearnkit.secrets import redact
 
@@ -40,6 +41,7 @@ def friendly(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        configure_cli_logging()  # diagnostics on stderr, from rank 0 only under a multi-process launch
         try:
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort):

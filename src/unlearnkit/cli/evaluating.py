@@ -12,6 +12,7 @@ import typer
 
 from unlearnkit.cli.app import app, friendly
 from unlearnkit.errors import UnlearnError
+from unlearnkit.logs import info
 
 
 # the recipe field behind each flag, so a bad flag value is reported as the flag the user typed
@@ -92,7 +93,7 @@ def eval_cmd(
                                f" unlearn eval --recipe {recipe_name} {field}=VALUE")
         extra = [f"model.name={model}"] if model else []  # --model replaces the recipe's model
         result = evaluate_recipe(load_recipe(recipe_name, [*(overrides or []), *extra]), out, progress=not quiet,
-                                 log=lambda m: typer.echo(m, err=True), command=sys.argv[1:])
+                                 log=info, command=sys.argv[1:])
         for key, value in result["metrics"].items():
             typer.echo(f"{key:28s} {_fmt(value)}")
         typer.echo(f"wrote {result['output_dir']}/eval.json and eval.md")
@@ -117,7 +118,7 @@ def eval_cmd(
                             "eval": {"retain_model": retain_model, "retain_logs": retain_logs, "backend": backend,
                                      "max_new_tokens": max_new_tokens, "batch_size": batch_size},
                             "world": {"size": world_size}})
-    result = evaluate_recipe(recipe, out, progress=not quiet, log=lambda m: typer.echo(m, err=True),
+    result = evaluate_recipe(recipe, out, progress=not quiet, log=info,
                              command=sys.argv[1:])
     for key, value in result["metrics"].items():
         typer.echo(f"{key:28s} {fmt_value(value)}")

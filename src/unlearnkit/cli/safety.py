@@ -13,6 +13,7 @@ import typer
 
 from unlearnkit.cli.app import app, friendly
 from unlearnkit.errors import UnlearnError
+from unlearnkit.logs import info
 
 
 def _key_values(pairs: Optional[List[str]], flag: str) -> dict:
@@ -134,8 +135,8 @@ def inspect_cmd(
         extra = read_texts(refusals, "refusals") if refusals else ()
         options = {"model_name": model, "epochs": epochs} if backbone == "hf_encoder" else {}
         inspector = Inspector.train(build_inspector_data(seed=seed, extra_refusals=extra), backbone=backbone,
-                                    target_fpr=target_fpr, log=lambda m: typer.echo(m, err=True), **options)
-        with output_dir(out, "inspector", command=sys.argv[1:], log=lambda m: typer.echo(m, err=True)) as tmp:
+                                    target_fpr=target_fpr, log=info, **options)
+        with output_dir(out, "inspector", command=sys.argv[1:], log=info) as tmp:
             inspector.save(tmp)
         m = inspector.metrics
         typer.echo(f"threshold {m['threshold']:.3f} (lowest with val FPR <= {target_fpr:.0%}); split: {m['split']}")
@@ -152,7 +153,7 @@ def inspect_cmd(
     if out:
         check_output_file(out)
     texts = read_texts(file, "requests")
-    inspector = load_inspector(inspector_dir, log=lambda m: typer.echo(m, err=True))
+    inspector = load_inspector(inspector_dir, log=info)
     verdicts = inspector.inspect(texts)
     if out:
         _write_jsonl(out, [{"text": t, "flagged": v.flagged, "score": v.score, "reason": v.reason}

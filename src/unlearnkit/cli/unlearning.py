@@ -11,6 +11,7 @@ import typer
 from unlearnkit.cli.app import (EXIT_DIVERGED, EXIT_GUARD_REJECTED, _split_recipe, app,
                                 friendly)
 from unlearnkit.errors import UnlearnError
+from unlearnkit.logs import info
 
 
 @app.command()
@@ -47,7 +48,7 @@ def run(
         raise UnlearnError("--resume continues an interrupted run and --restart discards it; give one of them")
     name, overrides = _split_recipe(recipe, overrides)
     loaded = load_recipe(name, [*overrides, *(["eval.before=false", "eval.after=false"] if no_eval else [])])
-    report = run_pipeline(loaded, out, progress=not quiet, log=lambda m: typer.echo(m, err=True), resume=resume,
+    report = run_pipeline(loaded, out, progress=not quiet, log=info, resume=resume,
                           restart=restart, command=sys.argv[1:])
     print_table(report)
     guard = report.get("guard") or {}
@@ -99,7 +100,7 @@ def compare(
     name, overrides = _split_recipe(recipe, overrides)
     names = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
     result = run_compare(name, names, overrides, out, progress=not quiet, isolate=not in_process,
-                         log=lambda m: typer.echo(m, err=True), method_overrides=parse_method_overrides(sets or []),
+                         log=info, method_overrides=parse_method_overrides(sets or []),
                          command=sys.argv[1:])
     typer.echo((Path(result["output_dir"]) / "compare.md").read_text().rstrip())
     typer.echo(f"wrote {result['output_dir']}/compare.json, compare.md, compare.png and runs/")

@@ -8,6 +8,7 @@ import typer
 
 from unlearnkit.cli.app import friendly, world_app
 from unlearnkit.errors import UnlearnError
+from unlearnkit.logs import info
 
 
 WORLDS = ("tiny", "safety")
@@ -36,7 +37,7 @@ def world_build(which: str = typer.Argument("tiny", help="tiny (fictitious autho
         with cache_lock(safety_dir(cache_dir, seed, size).name, cache_dir):  # one build across processes
             safety = None if force else load_safety_world(cache_dir, seed, size)
             if safety is None:
-                safety = build_safety_world(cache_dir, seed, log=lambda m: typer.echo(m, err=True), size=size)
+                safety = build_safety_world(cache_dir, seed, log=info, size=size)
         _print_safety_world(safety)
         return
     from unlearnkit.world.build import build_world, load_world, world_dir
@@ -44,7 +45,7 @@ def world_build(which: str = typer.Argument("tiny", help="tiny (fictitious autho
     with cache_lock(world_dir(cache_dir, seed, size).name, cache_dir):
         art = None if force else load_world(cache_dir, seed, size)
         if art is None:
-            art = build_world(cache_dir, seed, log=lambda m: typer.echo(m, err=True), size=size)
+            art = build_world(cache_dir, seed, log=info, size=size)
     _print_world(art)
 
 

@@ -35,6 +35,7 @@ from unlearnkit.errors import UnlearnError
 from unlearnkit.recipe import Recipe, _read_yaml, find_recipe, list_recipes, load_recipe
 from unlearnkit.registry import METHODS, did_you_mean
 from unlearnkit.report import fmt_value as _fmt
+from unlearnkit.logs import info
 
 DEFAULT_OUT = "runs/compare"
 
@@ -196,7 +197,7 @@ def _row(method: str, wall: float, report: dict | None = None, error: str | None
 
 
 def compare(recipe_name: str | None, methods: list[str] | None = None, overrides: list[str] = (),
-            out_dir: str | os.PathLike | None = None, progress: bool = True, log: Callable[[str], None] = print,
+            out_dir: str | os.PathLike | None = None, progress: bool = True, log: Callable[[str], None] = info,
             isolate: bool = True, method_overrides: dict[str, list[str]] | None = None,
             command: list[str] | None = None) -> dict:
     """Run `methods` on `recipe_name` (a run recipe; or a compare recipe, whose methods are the default)

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from unlearnkit.errors import UnlearnError
+from unlearnkit.logs import info
 
 MARKER = ".unlearnkit.json"
 PARTIAL = ".partial"
@@ -192,7 +193,7 @@ def _publish(final: Path, partial: Path, kind: str, command) -> None:
 
 @contextlib.contextmanager
 def output_dir(final: str | os.PathLike, kind: str, *, resume: bool = False, restart: bool = False,
-               command: list[str] | None = None, log: Callable[[str], None] = print) -> Iterator[Path]:
+               command: list[str] | None = None, log: Callable[[str], None] = info) -> Iterator[Path]:
     """Check `final`, lock it, and yield the partial folder to write into; publish it on success.
 
     Under several processes (`accelerate launch`, `torchrun`) only rank 0 owns the output folder; the other

@@ -22,6 +22,7 @@ from unlearnkit.model.loading import resolve_device
 from unlearnkit.recipe import Recipe
 from unlearnkit.pipeline.resume import check_resumable, train_settings
 from unlearnkit.pipeline.stages import _evaluate, _load_start_model, _model_source, _safety_on
+from unlearnkit.logs import info
 
 
 def peak_memory() -> dict[str, float]:
@@ -39,7 +40,7 @@ def peak_memory() -> dict[str, float]:
 
 
 def run(recipe: Recipe, out_dir: str | os.PathLike | None = None, *, progress: bool = True,
-        log: Callable[[str], None] = print, resume: bool = False, restart: bool = False,
+        log: Callable[[str], None] = info, resume: bool = False, restart: bool = False,
         command: list[str] | None = None) -> dict:
     """Unlearn and evaluate as the recipe says; returns the report (also written to out_dir).
 
@@ -68,6 +69,7 @@ def run(recipe: Recipe, out_dir: str | os.PathLike | None = None, *, progress: b
         check_resumable(recipe, method)
     with output_dir(out, "run", resume=resume, restart=restart, command=command, log=log) as tmp:
         cfg = train_settings(recipe, tmp, resume)
+        cfg.progress = progress  # --quiet hides the training bar too
         with recording_reads() as reads:
             report = _run_in(tmp, recipe, method, fmt, cfg, progress, log)
         from unlearnkit.manifest import build_manifest
@@ -135,7 +137,7 @@ def _report(ctx) -> dict:
 
 
 def evaluate_recipe(recipe: Recipe, out_dir: str | os.PathLike | None = None, *, progress: bool = True,
-                    log: Callable[[str], None] = print, command: list[str] | None = None) -> dict:
+                    log: Callable[[str], None] = info, command: list[str] | None = None) -> dict:
     """Evaluate the recipe's model without unlearning: its benchmark's metrics and, when the recipe
     measures harmfulness, harmful rate and benign utility. Writes eval.json and eval.md (with a manifest)."""
     from unlearnkit.data.formats import get_format

@@ -27,6 +27,7 @@ from typing import Any
 from unlearnkit.cache import cache_lock, cache_root  # noqa: F401  (cache_root: re-exported)
 from unlearnkit.train.checkpoint import atomic_dir
 from unlearnkit.world.generator import WORLD_VERSION, World, WorldSpec, generate_world, training_rows, world_texts
+from unlearnkit.logs import info
 
 BUILD_VERSION = "1"
 MODEL_SHAPE = {"hidden": 128, "layers": 4, "heads": 4}
@@ -114,7 +115,7 @@ def exact_match(model, tokenizer, rows: list[dict], max_new_tokens: int = 48) ->
 
 
 def build_world(cache_dir: str | os.PathLike | None = None, seed: int = 0, progress: bool = True,
-                log=print, size: str = "default") -> WorldArtifacts:
+                log=info, size: str = "default") -> WorldArtifacts:
     """Generate, tokenise and train the tiny world into the cache (replacing any old build)."""
     from unlearnkit.train.checkpoint import save_model
     from unlearnkit.model import tiny_llama
@@ -163,7 +164,7 @@ def load_world(cache_dir: str | os.PathLike | None = None, seed: int = 0, size: 
 
 
 def ensure_world(cache_dir: str | os.PathLike | None = None, seed: int = 0, progress: bool = True,
-                 log=print, size: str = "default") -> WorldArtifacts:
+                 log=info, size: str = "default") -> WorldArtifacts:
     """Load the cached world, building it first when needed (once: another process building the same
     world is waited for, then its build is loaded)."""
     world = load_world(cache_dir, seed, size)

@@ -25,6 +25,7 @@ from typing import Any
 
 from unlearnkit.cache import cache_lock
 from unlearnkit.train.checkpoint import atomic_dir
+from unlearnkit.logs import info
 
 VIEW_VERSION = "1"
 RETAIN_QA = 20
@@ -58,7 +59,7 @@ def muse_files(world: Any) -> dict[str, list]:
     }
 
 
-def ensure_muse_view(art: Any, log=print) -> Path:
+def ensure_muse_view(art: Any, log=info) -> Path:
     """The MUSE-layout folder of a built world (written once into the world's cache folder)."""
     directory = Path(art.root) / f"muse-v{VIEW_VERSION}"
     if (directory / "privleak" / "retain.json").is_file():

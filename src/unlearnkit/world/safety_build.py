@@ -38,6 +38,7 @@ from unlearnkit.world.safety_data import (
     phase_rows,
     safety_texts,
 )
+from unlearnkit.logs import info
 
 SAFETY_BUILD_VERSION = "1"
 MODELS = ("compliant", "aligned")
@@ -123,7 +124,7 @@ def measure(model, tokenizer, world: SafetyWorld, progress: bool = False) -> dic
 
 
 def build_safety_world(cache_dir: str | os.PathLike | None = None, seed: int = 0, progress: bool = True,
-                       log=print, size: str = "default") -> SafetyArtifacts:
+                       log=info, size: str = "default") -> SafetyArtifacts:
     """Generate the data, train the tokenizer, the compliant and the aligned model into the cache (replacing
     any old build), and measure both models."""
     from unlearnkit.train.checkpoint import save_model
@@ -178,7 +179,7 @@ def load_safety_world(cache_dir: str | os.PathLike | None = None, seed: int = 0,
 
 
 def ensure_safety_world(cache_dir: str | os.PathLike | None = None, seed: int = 0, progress: bool = True,
-                        log=print, size: str = "default") -> SafetyArtifacts:
+                        log=info, size: str = "default") -> SafetyArtifacts:
     """Load the cached safety world, building it first when needed (once across processes, under a lock)."""
     world = load_safety_world(cache_dir, seed, size)
     if world is not None:
