@@ -25,6 +25,7 @@ real positions under a causal mask.
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
@@ -82,7 +83,7 @@ def _length_batches(lengths: Sequence[int], batch_size: int | None, max_tokens: 
 
 
 def _progress(batches: list, desc: str, enabled: bool):
-    if not enabled:
+    if not enabled or int(os.environ.get("RANK", "0")) != 0:  # a sharded evaluation shows rank 0's bar only
         return batches
     from tqdm.auto import tqdm
 
