@@ -8,11 +8,12 @@ weights) with a byte-level BPE tokenizer trained on the TOFU files; `--shape 1b`
 Data: ../shared/data/tofu, forget10 (forget, retain, real authors, world facts, holdout10).
 
 (a) **ours vs per-metric**: the TOFU suite plus the privacy suite through `benchmarks.suite.evaluate`
-    (one planned set of passes) against an evaluator written here that runs one pass per metric,
-    re-tokenising each time, in fixed batches of 32 (what evaluators that compute each metric on its own do):
-    per split a pass for the probability, one for the truth ratio, one generation for ROUGE; then one
-    pass per privacy metric (LOSS, ZLib, Min-K%, Min-K%++, extraction strength, exact memorisation each
-    their own token pass) and the per-sample GradNorm. Target: per-metric / ours ≥ 3.
+    (one planned set of passes) against two evaluators in `per_metric.py` that run one pass per metric,
+    re-tokenising each time, in batches of 32: per split the probability, the truth ratio's answers and a
+    generation for ROUGE; then one pass per privacy metric (LOSS, ZLib, Min-K%, Min-K%++, extraction
+    strength, exact memorisation) and the per-sample GradNorm. `openunlearning_style` batches rows in
+    dataset order and takes a cross-entropy over the full logits, as OpenUnlearning does; `lean` uses our
+    own length-sorted pass functions (what planning alone saves). Target: per-metric / ours ≥ 3.
 (b) **scoring tokens/s vs a bare forward**: the suite's teacher-forced passes against a plain loop over the
     same sequences — sorted batches, the model's forward and a float32 log-softmax gather of the labels.
     Target: ours / bare ≥ 0.8.
@@ -73,31 +74,6 @@ def ours(model, tokenizer, splits, fmt, args):
     started = time.perf_counter()
     result = evaluate(model, tokenizer, data, fmt, cfg, progress=False)
     return time.perf_counter() - started, result
-
-
-def per_metric(model, tokenizer, splits, fmt, args) -> float:
-    """One pass per metric, re-tokenising each time, fixed batches of 32."""
-    from unlearnkit.benchmarks.generation import generate_greedy
-    from unlearnkit.benchmarks.gradnorm import gradnorm_scores
-    from unlearnkit.benchmarks.passes import score_examples, token_statistics
-
-    pad = tokenizer.pad_token_id
-    started = time.perf_counter()
-    for name, paraphrased in (("forget", True), ("retain", True), ("real_authors", False), ("world_facts", False)):
-        rows = getattr(splits, name)
-        score_examples(model, [fmt.encode(tokenizer, r["question"], r["answer"]) for r in rows], pad, 32)  # prob
-        truth = [fmt.encode(tokenizer, r["question"], a) for r in rows
-                 for a in ([r["paraphrased_answer"]] if paraphrased else [r["answer"]]) + list(r["perturbed_answer"])]
-        score_examples(model, truth, pad, 32)  # truth ratio
-        generate_greedy(model, tokenizer, [fmt.prompt_ids(tokenizer, r["question"]) for r in rows],
-                        max_new_tokens=args.max_new_tokens, batch_size=32)  # ROUGE
-    rows = list(splits.forget) + list(splits.holdout)
-    for _ in ("loss", "zlib"):
-        score_examples(model, [fmt.encode(tokenizer, r["question"], r["answer"]) for r in rows], pad, 32)
-    for _ in ("min_k", "min_k_plus_plus", "extraction_strength", "exact_memorization"):
-        token_statistics(model, [fmt.encode(tokenizer, r["question"], r["answer"]) for r in rows], pad, 32)
-    gradnorm_scores(model, [fmt.encode(tokenizer, r["question"], r["answer"]) for r in rows], pad, batch_size=1)
-    return time.perf_counter() - started
 
 
 def teacher_forced(tokenizer, splits, fmt) -> list:
@@ -210,8 +186,12 @@ def main() -> None:
         summary.update(ours_s=round(ours_s, 2), passes=passes, ours_scoring_tokens_per_s=round(tokens / scored),
                        scoring_ours_over_bare=round(bare_s / scored, 3))
         if not args.skip_per_metric:
-            per_s = per_metric(model, tokenizer, splits, fmt, args)
-            summary.update(per_metric_s=round(per_s, 2), per_metric_over_ours=round(per_s / ours_s, 2))
+            import per_metric
+
+            for name in ("openunlearning_style", "lean"):
+                per_s = getattr(per_metric, name)(model, tokenizer, splits, fmt, args.max_new_tokens)
+                summary.update({f"per_metric_{name}_s": round(per_s, 2),
+                                f"per_metric_{name}_over_ours": round(per_s / ours_s, 2)})
     print(json.dumps(summary), flush=True)
     if args.gradnorm:
         summary["gradnorm"] = gradnorm_paths(model, tokenizer, splits, fmt, args.gradnorm)
