@@ -36,7 +36,8 @@ import platform
 
 names = ["torch", "transformers", "tokenizers", "huggingface-hub", "accelerate", "peft", "datasets", "safetensors",
          "numpy", "scipy", "scikit-learn", "pandas", "pyarrow", "rouge-score", "pyyaml", "pydantic", "typer",
-         "click", "rich", "tqdm", "matplotlib", "pytest", "pytest-xdist", "hypothesis", "lm-eval"]
+         "click", "rich", "tqdm", "matplotlib", "pytest", "pytest-xdist", "hypothesis", "lm-eval",
+         "tensorboard", "protobuf"]
 print(f"  python {platform.python_version()}")
 for name in names:
     try:

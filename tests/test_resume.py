@@ -47,15 +47,15 @@ def same_run(a: Path, b: Path) -> None:
 def test_ctrl_c_checkpoints_the_step_and_resume_reproduces_the_uninterrupted_run(cli, tmp_path, uninterrupted,
                                                                                    monkeypatch):
     calls = {"n": 0}
-    original = train_module._average_gradients_across_ranks
+    original = train_module._one_step
 
-    def press_ctrl_c_during_step_3(params, accelerator):
+    def press_ctrl_c_during_step_3(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 3:
             os.kill(os.getpid(), signal.SIGINT)  # the real signal, in the middle of step 3
-        return original(params, accelerator)
+        return original(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "_average_gradients_across_ranks", press_ctrl_c_during_step_3)
+    monkeypatch.setattr(train_module, "_one_step", press_ctrl_c_during_step_3)
     out = tmp_path / "out"
     result = cli(*RUN, "--out", out)
     assert result.exit_code == 130, (result.output, result.exception)
@@ -65,7 +65,7 @@ def test_ctrl_c_checkpoints_the_step_and_resume_reproduces_the_uninterrupted_run
     assert not out.exists() and (partial / "checkpoints" / "step-3" / "trainer_state.json").is_file()
     assert sorted(p.name for p in (partial / "checkpoints").iterdir()) == ["step-3"]
 
-    monkeypatch.setattr(train_module, "_average_gradients_across_ranks", original)
+    monkeypatch.setattr(train_module, "_one_step", original)
     again = cli(*RUN, "--out", out)  # without --resume: reported, nothing lost
     assert again.exit_code == 2 and "holds an interrupted run" in again.stderr and "--resume" in again.stderr
     resumed = cli(*RUN, "--out", out, "--resume")
@@ -162,7 +162,7 @@ def test_ctrl_c_during_the_evaluation_after_training_resumes_without_training_ag
     assert result.exit_code == 130 and f"last: checkpoints/step-{STEPS}" in result.stderr, result.output
     monkeypatch.setattr(pipeline, "_evaluate", original)
     trained = []
-    monkeypatch.setattr(train_module, "_average_gradients_across_ranks", lambda *a: trained.append(1))
+    monkeypatch.setattr(train_module, "_one_step", lambda *a: trained.append(1))
     resumed = cli(*RUN, "train.save_every=4", "--out", out, "--resume")
     assert resumed.exit_code == 0, (resumed.output, resumed.exception)
     assert trained == []  # the checkpoint of the last step: nothing left to train

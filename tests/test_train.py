@@ -37,7 +37,7 @@ def autograd_gradients(model, loss_fn) -> dict[str, torch.Tensor]:
     model = copy.deepcopy(model)
     model.zero_grad()
     loss_fn(model).backward()
-    return {f"optim.{i}.exp_avg": p.grad.detach().clone() for i, p in enumerate(model.parameters())}
+    return {f"optim.{n}.exp_avg": p.grad.detach().clone() for n, p in model.named_parameters()}
 
 
 def assert_same_tensors(a: dict, b: dict, atol: float, rtol: float = 0.0) -> None:
@@ -72,8 +72,8 @@ def test_accumulation_equals_one_big_batch_when_micro_batches_hold_equal_token_c
     after = [load_file(str(tmp_path / d / "checkpoints" / "step-1" / "trainer_state.safetensors"))
              for d in ("accum", "big")]
     compared = 0
-    for i, (name, start) in enumerate(tiny_model.named_parameters()):
-        clear = big[f"optim.{i}.exp_avg"].abs() > 1e-5
+    for name, start in tiny_model.named_parameters():
+        clear = big[f"optim.{name}.exp_avg"].abs() > 1e-5
         updates = [state[f"param.{name}"] - start.detach() for state in after]
         torch.testing.assert_close(updates[0][clear], updates[1][clear], atol=1e-7, rtol=1e-3)
         compared += int(clear.sum())
@@ -94,7 +94,7 @@ def test_accumulation_averages_micro_batch_means_when_token_counts_differ(
     mean_of_means = autograd_gradients(tiny_model, lambda m: (nll(m, micro[0]) + nll(m, micro[1])) / 2)
     assert_same_tensors(got, mean_of_means, atol=1e-7, rtol=1e-4)
     token_mean = autograd_gradients(tiny_model, lambda m: nll(m, collate(toy_data.forget, 0)))
-    head = "optim.{}.exp_avg".format(len(got) - 1)  # lm_head
+    head = "optim.lm_head.weight.exp_avg"
     assert not torch.allclose(got[head], token_mean[head], atol=1e-6, rtol=1e-3)
 
 
@@ -278,16 +278,27 @@ def precompute_batches(data: UnlearnData, ref_batch_size: int = 32) -> int:
 
 
 @pytest.mark.parametrize("name,lookups_per_step", [("npo", 1), ("dpo", 2)])
-def test_logprob_reference_is_computed_once_then_released(name, lookups_per_step, toy_data, train_tiny,
-                                                         references):
+def test_logprob_reference_is_computed_once_by_the_model_itself_without_a_copy(name, lookups_per_step, toy_data,
+                                                                               train_tiny, references, monkeypatch):
+    def no_copy(*args, **kwargs):
+        raise AssertionError("the trainer built a reference copy for a method that needs only cached log-probs")
+
+    monkeypatch.setattr(Reference, "from_model", classmethod(no_copy))
     run = train_tiny(METHODS.build(name), 4)
     (ref,) = references
-    assert not ref.shares_weights
-    assert ref.misses == precompute_batches(toy_data)  # only the precompute ran the reference model
+    assert ref.shares_weights  # the starting model itself, before the first step
+    assert ref.misses == precompute_batches(toy_data)  # only the precompute ran a forward
     assert ref.hits == 4 * lookups_per_step
     with pytest.raises(RuntimeError, match="released"):
-        ref.model  # the copy is gone: no reference forward could have run after the precompute
+        ref.model  # only the cache is left: no reference forward could have run after the precompute
     assert run.stopped is None
+
+
+@pytest.mark.parametrize("name", ["grad_ascent", "grad_diff", "simnpo", "idk"])
+def test_methods_without_a_reference_get_none(name, train_tiny, references):
+    assert METHODS.build(name).needs_reference() is None
+    assert train_tiny(METHODS.build(name), 1).stopped is None
+    assert references == []  # nothing was built, not even a cache
 
 
 def test_kl_retain_keeps_a_frozen_reference_copy(tiny_model, train_tiny, references):
@@ -303,13 +314,10 @@ def test_kl_retain_keeps_a_frozen_reference_copy(tiny_model, train_tiny, referen
 def test_lora_reference_shares_weights_and_runs_with_adapters_off(tiny_model, toy_data, train_tiny,
                                                                  references):
     lora = wrap_lora(tiny_model, LoraSpec(r=4))
-    run = train_tiny(METHODS.build("npo"), 3, model=lora)
+    run = train_tiny(METHODS.build("npo", retain_loss="kl"), 3, model=lora)  # the KL term needs the whole reference
     (ref,) = references
     assert ref.shares_weights and ref.model is run.model  # no second copy of the weights
-    ref_ptrs = {p.data_ptr() for p in ref.model.parameters()}
-    assert ref_ptrs == {p.data_ptr() for p in run.model.parameters()}
     assert run.total_params == sum(p.numel() for p in lora.parameters())
-    assert ref.misses == precompute_batches(toy_data) and ref.hits == 3
 
     retain = collate(toy_data.retain, toy_data.pad_id)  # never cached: needs a real forward
     with torch.no_grad():

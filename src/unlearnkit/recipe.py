@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from unlearnkit.errors import UnlearnError
 from unlearnkit.registry import (METHODS, Finite, Fraction, NonNegative, NonNegativeInt, Positive, PositiveInt, Seed,
@@ -147,6 +147,23 @@ class TrainSection(_Section):
     log_every: PositiveInt = 1
     save_every: NonNegativeInt = 0  # 0: no intermediate checkpoints
     resume_from: Text | None = None
+    gradient_checkpointing: bool = False  # recompute activations in the backward: less memory, more compute
+    # experiment trackers (`unlearnkit.train.tracking`): [tensorboard, wandb, ...]; one name alone is a list of one
+    report_to: Annotated[list[Text], BeforeValidator(lambda v: [v] if isinstance(v, str) else v)] = Field(
+        default_factory=list)
+
+    @field_validator("report_to")
+    @classmethod
+    def _known_trackers(cls, names: list[str]) -> list[str]:
+        if not names:
+            return names
+        from unlearnkit.train.tracking import tracker_problem  # imports accelerate: only when trackers are named
+
+        names = list(dict.fromkeys(names))
+        problem = tracker_problem(names)
+        if problem:
+            raise ValueError(problem)
+        return names
 
 
 class SelectSection(_Section):

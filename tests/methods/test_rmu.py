@@ -83,7 +83,7 @@ def test_loss_terms_add_up_to_the_loss(fitted_model, tiny_model, toy_batch):
     method = RMU(layer=1, train_layers=(0, 1), retain_weight=3.0)
     ref = Reference.from_model(tiny_model)  # a different reference: the retain term is not 0
     total = method.loss(fitted_model, toy_batch, ref)
-    terms = list(method.loss_terms(fitted_model, toy_batch, ref))
+    terms = [term() for term in method.loss_terms(fitted_model, toy_batch, ref)]
     assert len(terms) == 2 and terms[1].parts["retain"].item() > 0
     assert sum(t.total.item() for t in terms) == pytest.approx(total.total.item(), rel=1e-6)
 

@@ -21,7 +21,7 @@ row as bare text with every token supervised and no prompt, as the attack paper'
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, ClassVar, Iterable, Iterator
+from typing import Annotated, Callable, ClassVar, Iterable
 
 import torch
 from pydantic import AfterValidator, BeforeValidator
@@ -92,13 +92,22 @@ class UnlearningMethod:
     def loss(self, model: nn.Module, batch: UnlearnBatch, ref) -> LossOutput:  # pragma: no cover
         raise NotImplementedError
 
-    def loss_terms(self, model: nn.Module, batch: UnlearnBatch, ref) -> Iterator[LossOutput]:
-        """The objective as terms the trainer backpropagates one at a time (their sum is `loss`).
+    def loss_terms(self, model: nn.Module, batch: UnlearnBatch, ref) -> list[Callable[[], LossOutput]]:
+        """The objective as terms the trainer computes and backpropagates one at a time (their sum is `loss`):
+        each item computes its term when called.
 
-        Backpropagating each term before computing the next frees its activations first, so peak
-        memory is the largest term's, not the sum. One term by default.
+        Backpropagating each term before computing the next frees its activations first, so peak memory is
+        the largest term's, not the sum. Functions rather than values, because under DDP / FSDP2 the trainer
+        must know which term is the step's last *before* its forward: gradients are synchronised on that
+        term's backward only. One term by default.
         """
-        yield self.loss(model, batch, ref)
+        return [lambda: self.loss(model, batch, ref)]
+
+
+def summed(terms: list[Callable[[], LossOutput]]) -> LossOutput:
+    """All of `terms` computed, as one loss in one graph (their totals added, their parts merged)."""
+    outputs = [term() for term in terms]
+    return LossOutput(sum(out.total for out in outputs), {k: v for out in outputs for k, v in out.parts.items()})
 
 
 @dataclass
@@ -139,12 +148,16 @@ class RetainRegularised(UnlearningMethod):
         total = self.forget_weight * forget + self.retain_weight * retain
         return LossOutput(total, {"forget": forget, "retain": retain, **{k: v.detach() for k, v in logged.items()}})
 
-    def loss_terms(self, model: nn.Module, batch: UnlearnBatch, ref) -> Iterator[LossOutput]:
-        forget, logged = self.forget_loss(model, batch, ref)
-        yield LossOutput(self.forget_weight * forget, {"forget": forget, **{k: v.detach() for k, v in logged.items()}})
-        if batch.retain is not None and self.retain_weight != 0:
+    def loss_terms(self, model: nn.Module, batch: UnlearnBatch, ref) -> list[Callable[[], LossOutput]]:
+        def forget_term() -> LossOutput:
+            forget, logged = self.forget_loss(model, batch, ref)
+            return LossOutput(self.forget_weight * forget, {"forget": forget, **{k: v.detach() for k, v in logged.items()}})
+
+        def retain_term() -> LossOutput:
             retain = self._retain(model, batch, ref)
-            yield LossOutput(self.retain_weight * retain, {"retain": retain})
+            return LossOutput(self.retain_weight * retain, {"retain": retain})
+
+        return [forget_term] + ([retain_term] if batch.retain is not None and self.retain_weight != 0 else [])
 
 
 class ModelEdit:

@@ -37,7 +37,7 @@ from unlearnkit.model.edits import add_edit, edit_positions, edit_stack, edits_d
 from unlearnkit.errors import UnlearnError
 from unlearnkit.model.hooks import capture_outputs, decoder_layers, hidden_size, prompt_end_positions, resolve_layers
 from unlearnkit.losses import masked_mse, nll_from_logits, sequence_logprob, sequence_logprob_from_logits
-from unlearnkit.methods.base import Layer, LossOutput, UnlearningMethod
+from unlearnkit.methods.base import Layer, LossOutput, UnlearningMethod, summed
 from unlearnkit.train.reference import is_peft_model
 from unlearnkit.registry import METHODS, Finite, NonNegative, Positive, PositiveInt
 
@@ -124,20 +124,23 @@ class GRUN(UnlearningMethod):
         return value, gates
 
     def loss_terms(self, model, batch, ref):
-        forget_batch = batch.extra["idk"] if self.base == "idk" else batch.forget
-        forget, gates_f = self._side(model, forget_batch, ref, forget=True)
-        bce_f = self._gate_loss(gates_f, 1.0)
-        yield LossOutput(forget + self.gate_weight * bce_f,
-                         {"forget": forget.detach(), "gate_forget": gates_f.mean().detach(), "bce_forget": bce_f.detach()})
-        retain, gates_r = self._side(model, batch.retain, ref, forget=False)
-        bce_r = self._gate_loss(gates_r, 0.0)
-        yield LossOutput(self.retain_weight * retain + self.gate_weight * bce_r,
-                         {"retain": retain.detach(), "gate_retain": gates_r.mean().detach(), "bce_retain": bce_r.detach()})
+        def forget_term() -> LossOutput:
+            forget_batch = batch.extra["idk"] if self.base == "idk" else batch.forget
+            forget, gates_f = self._side(model, forget_batch, ref, forget=True)
+            bce_f = self._gate_loss(gates_f, 1.0)
+            return LossOutput(forget + self.gate_weight * bce_f, {"forget": forget.detach(), "gate_forget":
+                              gates_f.mean().detach(), "bce_forget": bce_f.detach()})
+
+        def retain_term() -> LossOutput:
+            retain, gates_r = self._side(model, batch.retain, ref, forget=False)
+            bce_r = self._gate_loss(gates_r, 0.0)
+            return LossOutput(self.retain_weight * retain + self.gate_weight * bce_r, {"retain": retain.detach(),
+                              "gate_retain": gates_r.mean().detach(), "bce_retain": bce_r.detach()})
+
+        return [forget_term, retain_term]
 
     def loss(self, model, batch, ref):
-        terms = list(self.loss_terms(model, batch, ref))
-        parts = {k: v for term in terms for k, v in term.parts.items()}
-        return LossOutput(sum(term.total for term in terms), parts)
+        return summed(self.loss_terms(model, batch, ref))
 
 
 def _frozen_hidden(model, batch, layer: int) -> torch.Tensor:

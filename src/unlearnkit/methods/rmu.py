@@ -127,8 +127,12 @@ class RMU(UnlearningMethod):
         return LossOutput(forget + self.retain_weight * retain, {"forget": forget, "retain": retain})
 
     def loss_terms(self, model, batch, ref):
-        forget = self.forget_term(model, batch)
-        yield LossOutput(forget, {"forget": forget})
-        if batch.retain is not None and self.retain_weight != 0:
+        def forget_term() -> LossOutput:
+            forget = self.forget_term(model, batch)
+            return LossOutput(forget, {"forget": forget})
+
+        def retain_term() -> LossOutput:
             retain = self.retain_term(model, batch, ref)
-            yield LossOutput(self.retain_weight * retain, {"retain": retain})
+            return LossOutput(self.retain_weight * retain, {"retain": retain})
+
+        return [forget_term] + ([retain_term] if batch.retain is not None and self.retain_weight != 0 else [])

@@ -36,7 +36,7 @@ import torch
 from unlearnkit.data.batch import IGNORE_INDEX, Example, TokenBatch, collate
 from unlearnkit.errors import UnlearnError
 from unlearnkit.losses import kl_to_reference, logits_of, sequence_logprob
-from unlearnkit.methods.base import LossOutput, ModelEdit, UnlearningMethod
+from unlearnkit.methods.base import LossOutput, ModelEdit, UnlearningMethod, summed
 from unlearnkit.methods.task_vector import check_positive, finetune_settings
 from unlearnkit.registry import METHODS, Finite, NonNegative, NonNegativeInt, Positive, PositiveInt
 
@@ -80,20 +80,24 @@ class HarmfulKnowledge(UnlearningMethod):
         self._rng = random.Random(torch.initial_seed())  # the trainer seeded torch with train.seed
 
     def loss_terms(self, model, batch, ref):
-        gdist = answer_descent(model, batch.forget)
-        yield LossOutput(self.w_bad * gdist, {"gdist": gdist})
-        if self.w_rand and self.n_random_answers:
+        def bad_answers() -> LossOutput:
+            gdist = answer_descent(model, batch.forget)
+            return LossOutput(self.w_bad * gdist, {"gdist": gdist})
+
+        def random_answers() -> LossOutput:
             answers = [self._rng.choice(self._pool) for _ in range(self.n_random_answers)]
             rand = answer_descent(model, random_answer_batch(batch.forget, answers, self._pad_id))
-            yield LossOutput(self.w_rand * rand, {"rdis": rand})
-        if self.w_norm and batch.retain is not None:
+            return LossOutput(self.w_rand * rand, {"rdis": rand})
+
+        def stay_close() -> LossOutput:
             kl = kl_to_reference(logits_of(model, batch.retain), ref.logits(batch.retain), batch.retain.attention_mask)
-            yield LossOutput(-self.w_norm * kl, {"pdiv_kl": kl})
+            return LossOutput(-self.w_norm * kl, {"pdiv_kl": kl})
+
+        return ([bad_answers] + ([random_answers] if self.w_rand and self.n_random_answers else [])
+                + ([stay_close] if self.w_norm and batch.retain is not None else []))
 
     def loss(self, model, batch, ref):
-        terms = list(self.loss_terms(model, batch, ref))
-        parts = {k: v for t in terms for k, v in t.parts.items()}
-        return LossOutput(sum(t.total for t in terms), parts)
+        return summed(self.loss_terms(model, batch, ref))
 
 
 @METHODS.register("sku")

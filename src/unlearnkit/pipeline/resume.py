@@ -26,10 +26,12 @@ def check_resumable(recipe: Recipe, method) -> None:
                            " (add --restart to discard the partial run)")
 
 
-def train_settings(recipe: Recipe, partial: Path, resume: bool):
+def train_settings(recipe: Recipe, partial: Path, resume: bool, checkpoints_in: Path | None = None):
     """The train settings, continuing from the partial run's last checkpoint with `resume`.
 
-    A fresh run records its resolved recipe in the partial folder; a resumed one must match it."""
+    A fresh run records its resolved recipe in the partial folder; a resumed one must match it. Under several
+    processes, ranks other than 0 write into a scratch `partial` and read the checkpoints from `checkpoints_in`
+    (rank 0's partial folder), so every rank resumes from the same step."""
     import json
 
     from unlearnkit.pipeline.outputs import checkpoints
@@ -48,8 +50,9 @@ def train_settings(recipe: Recipe, partial: Path, resume: bool):
         check_checkpoint(recipe.train.resume_from)  # before anything is loaded
     saved_path.write_text(json.dumps(resolved, indent=1, default=str))
     settings = recipe.train.model_dump()
-    if resume and checkpoints(partial):
-        settings["resume_from"] = str(checkpoints(partial)[-1])
+    source = checkpoints_in or partial
+    if resume and checkpoints(source):
+        settings["resume_from"] = str(checkpoints(source)[-1])
     return TrainConfig(seed=recipe.seed, device=recipe.model.device, **settings)
 
 

@@ -52,7 +52,7 @@ def run(recipe: Recipe, out_dir: str | os.PathLike | None = None, *, progress: b
     """
     from unlearnkit.data.formats import get_format
     from unlearnkit.manifest import recording_reads
-    from unlearnkit.pipeline.outputs import output_dir
+    from unlearnkit.pipeline.outputs import check_output_dir, output_dir, partial_dir
 
     out = Path(out_dir or recipe.output_dir)
     method = recipe.build_method()
@@ -68,7 +68,8 @@ def run(recipe: Recipe, out_dir: str | os.PathLike | None = None, *, progress: b
     if resume:
         check_resumable(recipe, method)
     with output_dir(out, "run", resume=resume, restart=restart, command=command, log=log) as tmp:
-        cfg = train_settings(recipe, tmp, resume)
+        shared = None if int(os.environ.get("RANK", "0")) == 0 else partial_dir(check_output_dir(out))
+        cfg = train_settings(recipe, tmp, resume, checkpoints_in=shared)
         cfg.progress = progress  # --quiet hides the training bar too
         with recording_reads() as reads:
             report = _run_in(tmp, recipe, method, fmt, cfg, progress, log)
@@ -87,6 +88,13 @@ def _run_in(tmp: Path, recipe: Recipe, method, fmt, cfg, progress: bool, log) ->
     from unlearnkit.pipeline.stages import RunContext, run_stages
 
     ctx = run_stages(RunContext(recipe, method, fmt, cfg, tmp, progress, log))
+    tracking = getattr(ctx.result, "tracking", None)
+    if tracking is not None:  # train.report_to: the evaluation next to the training curves
+        if ctx.before:
+            tracking.log_metrics(ctx.before["metrics"], step=0, prefix="eval_before/")
+        if ctx.after:
+            tracking.log_metrics(ctx.after["metrics"], step=ctx.result.steps, prefix="eval/")
+        tracking.finish()
     report = {**_report(ctx), **ctx.attacks}
     if ctx.selection is not None:
         report["selection"] = ctx.selection

@@ -73,8 +73,10 @@ def unlearn_once(model, method, data, cfg, out_dir, on_step=None):
     """One unlearning request: the trainer for objectives, `apply` for multi-phase model edits."""
     from unlearnkit.methods.base import ModelEdit
     from unlearnkit.train import train
+    from unlearnkit.train.strategy import check_supported, requested
 
     if isinstance(method, ModelEdit):
+        check_supported(requested(), method.registry_name, model_edit=True)
         if on_step is not None:
             raise UnlearnError(f"eval.select scores checkpoints during training; {method.registry_name} edits weights"
                                " after its training phase, so there is nothing to select: set eval.select.every=0")

@@ -71,33 +71,53 @@ def save_model(model: nn.Module, tokenizer, path: str | Path) -> None:
             tokenizer.save_pretrained(tmp)
 
 
-def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {f"param.{n}": p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+FORMAT = 2  # trainer_state.json "format": optimizer moments keyed by parameter name (1: by index, before 2026-11)
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, optimizer, scheduler, step: int,
-                    history: list[dict]) -> None:
+def gather_state(model: nn.Module, optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """(model state, optimizer state) as full tensors on the CPU, keyed by parameter names.
+
+    Call it on every rank: under FSDP2 each rank contributes its shard (torch's `get_state_dict` gathers
+    them); rank 0 receives the full state, other ranks empty dicts. Works the same on one process and under DDP.
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    return get_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, state: tuple[dict, dict], scheduler, step: int,
+                    history: list[dict], trained: list[str]) -> None:
+    """Write a checkpoint from gathered `state` (rank 0 only): `model` (the unwrapped model, or a skeleton of
+    it) saves `state`'s weights with `save_pretrained`; the trainable weights and AdamW moments go to
+    trainer_state.safetensors; step, log and schedule to trainer_state.json."""
     from safetensors.torch import save_file
 
-    tensors = _trainable_state(model)
-    opt_state = optimizer.state_dict()
-    for idx, state in opt_state["state"].items():
-        for key, value in state.items():
-            tensors[f"optim.{idx}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    from unlearnkit.model.edits import edits_detached, save_edits
+
+    weights, optim = state
+    tensors = {f"param.{n}": weights[n].detach().cpu().contiguous() for n in trained if n in weights}
+    for name, values in optim["state"].items():
+        for key, value in values.items():
+            tensors[f"optim.{name}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
     tensors["rng.cpu"] = torch.get_rng_state()
     if torch.cuda.is_available():
         for i, rng in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = rng
-    meta = {"step": step, "history": history, "scheduler": scheduler.state_dict(),
-            "param_groups": opt_state["param_groups"]}
-    from unlearnkit.model.edits import edits_detached, save_edits
-
+    meta = {"format": FORMAT, "step": step, "history": history, "scheduler": scheduler.state_dict(),
+            "param_groups": optim["param_groups"]}
     with atomic_dir(path) as tmp:
         with edits_detached(model):
-            model.save_pretrained(tmp, safe_serialization=True)
+            model.save_pretrained(tmp, state_dict=_saved_weights(model, weights), safe_serialization=True)
         save_edits(model, tmp)
         save_file(tensors, str(tmp / "trainer_state.safetensors"))
         (tmp / "trainer_state.json").write_text(json.dumps(meta, default=str))
+
+
+def _saved_weights(model: nn.Module, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`weights` as `save_pretrained` expects them: without the representation edits (`save_edits` writes those);
+    call inside `edits_detached`."""
+    keep = set(model.state_dict().keys())
+    return {k: v for k, v in weights.items() if k in keep}
 
 
 def check_checkpoint(path: str | Path) -> Path:
@@ -113,9 +133,13 @@ def check_checkpoint(path: str | Path) -> Path:
 
 
 def load_trainer_state(path: str | Path, model: nn.Module, optimizer, scheduler) -> tuple[int, list[dict]]:
-    """Restore trainable weights, optimizer moments and schedule; returns (step, history)."""
+    """Restore trainable weights, optimizer moments and schedule; returns (step, history).
+
+    Every rank reads the (consolidated) checkpoint and loads it into its own shards (torch's `set_state_dict`),
+    so a run resumes under the strategy it was saved with."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
     from unlearnkit.errors import UnlearnError
 
@@ -128,25 +152,29 @@ def load_trainer_state(path: str | Path, model: nn.Module, optimizer, scheduler)
         raise UnlearnError(f"train.resume_from: the checkpoint {path} is damaged ({type(err).__name__}: "
                            f"{str(err).splitlines()[0] if str(err) else 'unreadable'}); resume from an earlier"
                            " checkpoint or start over") from None
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for key, value in tensors.items():
-            if key.startswith("param."):
-                name = key[len("param."):]
-                if name not in params or params[name].shape != value.shape:
-                    raise UnlearnError(f"checkpoint {path} has parameter '{name}' that the model lacks (or with another"
-                                       " shape); resume with the same model and method settings")
-                params[name].copy_(value)
+    if meta.get("format") != FORMAT:
+        raise UnlearnError(f"train.resume_from: the checkpoint {path} was written by an older unlearnkit; start the run"
+                           " over (unlearn run ... --restart)")
+    params = {name: p for name, p in _unwrapped(model).named_parameters()}
+    weights: dict[str, torch.Tensor] = {}
+    for key, value in tensors.items():
+        if key.startswith("param."):
+            name = key[len("param."):]
+            if name not in params or tuple(params[name].shape) != tuple(value.shape):
+                raise UnlearnError(f"checkpoint {path} has parameter '{name}' that the model lacks (or with another"
+                                   " shape); resume with the same model and method settings")
+            weights[name] = value
     state: dict = {}
     for key, value in tensors.items():
         if key.startswith("optim."):
-            _, idx, name = key.split(".", 2)
-            state.setdefault(int(idx), {})[name] = value
+            name, moment = key[len("optim."):].rsplit(".", 1)
+            state.setdefault(name, {})[moment] = value
     try:
-        optimizer.load_state_dict({"state": state, "param_groups": groups})
-    except (ValueError, KeyError) as err:
-        raise UnlearnError(f"checkpoint {path} does not fit this run's optimizer ({err}); resume with the same"
-                           " model, method and train settings") from None
+        set_state_dict(model, optimizer, model_state_dict=weights, optim_state_dict={"state": state, "param_groups": groups},
+                       options=StateDictOptions(full_state_dict=True, strict=False))
+    except (ValueError, KeyError, RuntimeError) as err:
+        raise UnlearnError(f"checkpoint {path} does not fit this run's optimizer ({str(err).splitlines()[0]}); resume"
+                           " with the same model, method and train settings") from None
     if "rng.cpu" in tensors:
         torch.set_rng_state(tensors["rng.cpu"])
     cuda_rng = [tensors[f"rng.cuda.{i}"] for i in range(torch.cuda.device_count()) if f"rng.cuda.{i}" in tensors]
@@ -154,3 +182,31 @@ def load_trainer_state(path: str | Path, model: nn.Module, optimizer, scheduler)
         torch.cuda.set_rng_state_all(cuda_rng)
     scheduler.load_state_dict(schedule)
     return step, history
+
+
+def _unwrapped(model: nn.Module) -> nn.Module:
+    return getattr(model, "module", model)  # DDP keeps the model in .module; FSDP2 shards it in place
+
+
+def meta_skeleton(model: nn.Module) -> nn.Module:
+    """A copy of `model`'s module tree (adapters and edits included) whose parameters sit on the meta device:
+    it costs no memory, and `consolidate` fills it with the full weights after sharded training."""
+    import copy
+
+    memo = {id(p): nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+            for p in model.parameters()}
+    return copy.deepcopy(model, memo)
+
+
+def consolidate(model: nn.Module, skeleton: nn.Module, device) -> nn.Module:
+    """The full weights of a sharded `model` (every rank calls it) loaded into `skeleton`, on `device`."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=False))
+    skeleton.load_state_dict(full, strict=False, assign=True)
+    if hasattr(skeleton, "tie_weights"):
+        skeleton.tie_weights()
+    missing = [n for n, p in skeleton.named_parameters() if p.is_meta]
+    if missing:
+        raise RuntimeError(f"consolidating the sharded model left {len(missing)} parameters unset (e.g. {missing[0]})")
+    return skeleton.to(device)

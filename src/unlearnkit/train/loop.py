@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import signal
 import sys
 import threading
@@ -29,12 +28,14 @@ from typing import Callable
 import torch
 from torch import nn
 
-from unlearnkit.train.checkpoint import load_trainer_state, save_checkpoint
-from unlearnkit.data.pairing import UnlearnData, batch_stream, batches_per_epoch
 from unlearnkit.data.batch import collate
+from unlearnkit.data.pairing import UnlearnData, batch_stream, batches_per_epoch
+from unlearnkit.methods.base import UnlearningMethod, summed
+from unlearnkit.model.edits import has_edits
 from unlearnkit.model.hooks import base_causal_lm
-from unlearnkit.methods.base import UnlearningMethod
-from unlearnkit.train.reference import Reference
+from unlearnkit.train.checkpoint import consolidate, gather_state, load_trainer_state, meta_skeleton, save_checkpoint
+from unlearnkit.train.reference import Reference, shares_weights
+from unlearnkit.train.strategy import check_supported, make_accelerator
 
 
 @dataclass
@@ -57,6 +58,8 @@ class TrainConfig:
     save_every: int = 0  # checkpoint every N steps (0: only what the caller saves)
     resume_from: str | None = None  # a checkpoint dir written by this trainer
     progress: bool = True
+    gradient_checkpointing: bool = False  # recompute block activations in the backward (memory for compute)
+    report_to: list[str] = field(default_factory=list)  # accelerate trackers: tensorboard, wandb, mlflow, ...
     device: str = "auto"  # auto | cpu | cuda | cuda:N (`model.loading.resolve_device`); the recipe's model.device
 
     def total_steps(self, n_forget: int, world_size: int = 1) -> int:
@@ -76,6 +79,7 @@ class TrainResult:
     total_params: int = 0
     stopped: str | None = None  # why training ended early (divergence), else None
     seconds: float = 0.0
+    tracking: object | None = None  # the run's experiment trackers (`Tracking`): evaluation metrics go there too
 
     @property
     def losses(self) -> list[float]:
@@ -160,28 +164,25 @@ def _stop_after_step_on_interrupt():
         signal.signal(signal.SIGINT, previous)
 
 
-def _accelerator(cfg: TrainConfig):
-    """accelerate's Accelerator on the configured device: the CPU when asked (or when no GPU is visible);
-    with a single process and cuda:N, GPU N (under `accelerate launch` each rank gets its own GPU)."""
-    from accelerate import Accelerator
-
-    from unlearnkit.model.loading import resolve_device
-
-    placed = resolve_device(cfg.device)
-    if placed.startswith("cuda:") and int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        torch.cuda.set_device(int(placed.split(":", 1)[1]))
-    return Accelerator(mixed_precision=cfg.mixed_precision, cpu=not placed.startswith(("cuda", "mps")))
+_OPEN_TRACKING: list = []
 
 
 def train(model: nn.Module, method: UnlearningMethod, data: UnlearnData, cfg: TrainConfig, *,
           out_dir: str | Path | None = None, ref_batch_size: int = 32,
           on_step: Callable[[int, dict], None] | None = None) -> TrainResult:
-    """Train `model` in place with `method` on `data`; returns the unwrapped model and the log."""
+    """Train `model` in place with `method` on `data`; returns the unwrapped model and the log.
+
+    Under `accelerate launch` the strategy of its config (`unlearnkit.train.strategy`) decides how the
+    model is wrapped and who synchronises gradients; under FSDP2 the returned model is consolidated (full
+    weights on every rank) for evaluation and saving."""
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
+    from unlearnkit.train.tracking import Tracking, accelerator_kwargs
+
     start = time.perf_counter()
-    accelerator = _accelerator(cfg)
+    accelerator, strategy = make_accelerator(cfg.device, cfg.mixed_precision,
+                                             **accelerator_kwargs(cfg.report_to, Path(out_dir) if out_dir else None))
     set_seed(cfg.seed)
     model.to(accelerator.device)
 
@@ -191,31 +192,37 @@ def train(model: nn.Module, method: UnlearningMethod, data: UnlearnData, cfg: Tr
         raise ValueError(f"{type(method).__name__}.prepare returned no parameters to train")
     trained_names = freeze_except(model, params)
     model.to(accelerator.device)  # prepare may have created new modules
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    kind = method.needs_reference()
+    name = getattr(method, "registry_name", type(method).__name__)
+    check_supported(strategy, name, representation_edit=has_edits(model),
+                    full_reference=kind == "model" and not shares_weights(model))
     method.setup(data)
     reference = None
-    kind = method.needs_reference()
-    if kind is not None:  # after prepare: LoRA adapters / edits exist, so the reference can share weights
-        reference = Reference.from_model(model, autocast=accelerator.autocast)
-    if reference is not None and kind == "logprobs":
-        views = [data.forget, *data.extra.values()]
-        reference.precompute(
-            collate(view[i : i + ref_batch_size], data.pad_id).to(accelerator.device)
-            for view in views for i in range(0, len(view), ref_batch_size)
-        )
-        reference.release()
+    if kind == "model":  # after prepare: LoRA adapters / edits exist, so the reference can share weights
+        reference = Reference.from_model(model, autocast=accelerator.autocast,
+                                         shard=_sharder(accelerator) if strategy.name == "fsdp2" else None)
+    skeleton = meta_skeleton(model) if strategy.shards_parameters else None
 
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     total = cfg.total_steps(len(data.forget), accelerator.num_processes)
     scheduler = _schedule(optimizer, cfg, total)
     model, optimizer = accelerator.prepare(model, optimizer)
+    params = [p for group in optimizer.param_groups for p in group["params"]]  # FSDP2 swaps in sharded ones
+    if kind == "logprobs":  # the starting model itself, sharded or not, before any step: no copy
+        views = [data.forget, *data.extra.values()]
+        reference = Reference.cached(accelerator.unwrap_model(model), (
+            collate(view[i : i + ref_batch_size], data.pad_id).to(accelerator.device)
+            for view in views for i in range(0, len(view), ref_batch_size)), autocast=accelerator.autocast)
+        _reshard(model)
 
     result = TrainResult(model=model, trained_names=trained_names,
-                         trainable_params=sum(p.numel() for p in params),
-                         total_params=sum(p.numel() for p in accelerator.unwrap_model(model).parameters()))
+                         trainable_params=sum(p.numel() for p in (skeleton or model).parameters() if p.requires_grad),
+                         total_params=sum(p.numel() for p in (skeleton or accelerator.unwrap_model(model)).parameters()))
     first_step = 0
     if cfg.resume_from:
-        first_step, result.history = load_trainer_state(cfg.resume_from, accelerator.unwrap_model(model),
-                                                        optimizer, scheduler)
+        first_step, result.history = load_trainer_state(cfg.resume_from, model, optimizer, scheduler)
     stream = batch_stream(data, cfg.batch_size, cfg.seed, accelerator.process_index,
                           accelerator.num_processes, use_retain=method.needs_retain())
     for _ in range(first_step * cfg.grad_accum):
@@ -227,7 +234,14 @@ def train(model: nn.Module, method: UnlearningMethod, data: UnlearnData, cfg: Tr
         log_file = open(Path(out_dir) / "train_log.jsonl", "w")
         for record in result.history:  # a resumed run rewrites the log up to its checkpoint
             log_file.write(json.dumps(record) + "\n")
-    bar = tqdm(total=total, initial=first_step, desc=f"{getattr(method, 'registry_name', 'train')}",
+    while _OPEN_TRACKING:  # an earlier training phase's trackers (SKU's phases, sequential requests)
+        _OPEN_TRACKING.pop().finish()
+    tracking = Tracking(accelerator, cfg.report_to)
+    _OPEN_TRACKING.append(tracking)  # open until the caller logs its evaluation, or the next training starts
+    tracking.start(name, {**vars(cfg), "method": name, "strategy": strategy.label,
+                          "processes": accelerator.num_processes})
+    result.tracking = tracking
+    bar = tqdm(total=total, initial=first_step, desc=name,
                disable=not (cfg.progress and accelerator.is_main_process), leave=False, dynamic_ncols=True)
     model.train()
     step = first_step
@@ -240,42 +254,25 @@ def train(model: nn.Module, method: UnlearningMethod, data: UnlearnData, cfg: Tr
 
         def save(at: int) -> Path:
             path = Path(out_dir) / "checkpoints" / f"step-{at}"
-            accelerator.wait_for_everyone()
+            state = gather_state(model, optimizer)  # every rank: FSDP2 gathers the shards
             if accelerator.is_main_process and not (path / "trainer_state.json").is_file():
-                save_checkpoint(path, accelerator.unwrap_model(model), optimizer, scheduler, at, result.history)
+                save_checkpoint(path, skeleton or accelerator.unwrap_model(model), state, scheduler, at,
+                                result.history, trained_names)
+            accelerator.wait_for_everyone()
             return path
 
         while step < total:
-            sums: dict[str, float] = {}
             watch["finite"] = None
-            # every forward/backward of the step accumulates locally; gradients are averaged across
-            # ranks once at the end (what DDP would do), so a method's terms can be backpropagated
-            # one at a time: each term's activations are freed before the next term's forward
-            with accelerator.no_sync(model):
-                for _ in range(cfg.grad_accum):
-                    batch = next(stream).to(accelerator.device)
-                    with accelerator.autocast():
-                        terms = method.loss_terms(model, batch, reference)
-                        for term in terms:
-                            if not torch.isfinite(term.total.detach()):
-                                result.stopped = f"non-finite loss at step {step + 1}; kept the weights of step {step}"
-                                break
-                            accelerator.backward(term.total / cfg.grad_accum)
-                            for key, value in {"loss": term.total, **term.parts}.items():
-                                sums[key] = sums.get(key, 0.0) + float(value.detach()) / cfg.grad_accum
-                    if not result.stopped and watch["finite"] is not None and not bool(watch["finite"]):
-                        result.stopped = f"non-finite logits at step {step + 1}; kept the weights of step {step}"
-                    if result.stopped:
-                        break
-            if _any_rank(bool(result.stopped), accelerator) and not result.stopped:
-                result.stopped = f"non-finite loss on another rank at step {step + 1}; kept the weights of step {step}"
-            if not result.stopped:
-                _average_gradients_across_ranks(params, accelerator)
-            if result.stopped:
+            sums, problem = _one_step(model, method, stream, reference, accelerator, strategy, cfg.grad_accum)
+            if problem is None and watch["finite"] is not None and not bool(watch["finite"]):
+                problem = "non-finite logits"
+            if _any_rank(problem is not None, accelerator):
                 optimizer.zero_grad(set_to_none=True)
+                result.stopped = f"{problem or 'non-finite loss on another rank'} at step {step + 1}; kept the weights of step {step}"
                 break
             norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm or float("inf"))
-            if not torch.isfinite(torch.as_tensor(norm)):
+            norm = norm.full_tensor() if hasattr(norm, "full_tensor") else torch.as_tensor(norm)
+            if not torch.isfinite(norm):
                 optimizer.zero_grad(set_to_none=True)
                 result.stopped = f"non-finite gradient norm at step {step + 1}; kept the weights of step {step}"
                 break
@@ -285,6 +282,7 @@ def train(model: nn.Module, method: UnlearningMethod, data: UnlearnData, cfg: Tr
             step += 1
             record = {"step": step, **sums, "lr": scheduler.get_last_lr()[0], "grad_norm": float(norm)}
             result.history.append(record)
+            tracking.log({k: v for k, v in record.items() if k != "step"}, step)
             if log_file is not None and (step % cfg.log_every == 0 or step == total):
                 log_file.write(json.dumps(record) + "\n")
                 log_file.flush()
@@ -301,24 +299,72 @@ def train(model: nn.Module, method: UnlearningMethod, data: UnlearnData, cfg: Tr
             if out_dir is not None:
                 save(step)
             raise KeyboardInterrupt
-    result.model = accelerator.unwrap_model(model)
+    if skeleton is not None:
+        result.model = consolidate(model, skeleton, accelerator.device)
+        accelerator.free_memory()  # drop the sharded model and optimizer
+    else:
+        result.model = accelerator.unwrap_model(model)
     result.model.eval()
     result.steps = step
     result.seconds = time.perf_counter() - start
     return result
 
 
-def _average_gradients_across_ranks(params: list[nn.Parameter], accelerator) -> None:
-    """Mean of each gradient over data-parallel ranks (a no-op in a single process)."""
-    if accelerator.num_processes == 1:
-        return
-    import torch.distributed as dist
+def _one_step(model, method, stream, reference, accelerator, strategy, grad_accum: int) -> tuple[dict, str | None]:
+    """Forward and backward every term of every micro-batch of one optimizer step; returns the logged means
+    (averaged over ranks) and the first problem seen on this rank.
 
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-        p.grad.div_(accelerator.num_processes)
+    Gradient sync is the engine's: every backward but the step's last runs under `no_sync` (DDP buckets, FSDP2's
+    reduce-scatter then reduce the accumulated gradient once). Every rank runs the same forwards and backwards
+    even after a non-finite loss (sharded engines gather weights in lockstep); the step is then discarded."""
+    sums: dict[str, torch.Tensor] = {}
+    problem = None
+    for micro in range(grad_accum):
+        batch = next(stream).to(accelerator.device)
+        terms = method.loss_terms(model, batch, reference)
+        if not strategy.split_backward:  # one backward per micro-batch: the engine counts them
+            terms = [lambda terms=terms: summed(terms)]
+        for index, term_fn in enumerate(terms):
+            last = micro == grad_accum - 1 and index == len(terms) - 1
+            with (contextlib.nullcontext() if last else accelerator.no_sync(model)), accelerator.autocast():
+                term = term_fn()
+                if problem is None and not torch.isfinite(term.total.detach()):
+                    problem = "non-finite loss"
+                accelerator.backward(term.total / grad_accum)
+            for key, value in {"loss": term.total, **term.parts}.items():
+                sums[key] = sums.get(key, 0.0) + value.detach().float() / grad_accum
+    keys = sorted(sums)
+    values = torch.stack([torch.as_tensor(sums[k], device=accelerator.device) for k in keys])
+    if accelerator.num_processes > 1:
+        values = accelerator.reduce(values, reduction="mean")
+    return dict(zip(keys, values.tolist())), problem
+
+
+def enable_gradient_checkpointing(model: nn.Module) -> None:
+    """Recompute each block's activations in the backward (less activation memory, ~30 % more compute)."""
+    lm = base_causal_lm(model)
+    if not getattr(lm, "supports_gradient_checkpointing", False):
+        from unlearnkit.errors import UnlearnError
+
+        raise UnlearnError(f"train.gradient_checkpointing: {type(lm).__name__} does not support it; set it to false")
+    lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def _sharder(accelerator) -> Callable[[nn.Module], nn.Module]:
+    """Shard a frozen module the way the trained model is sharded (accelerate's FSDP2 preparation)."""
+    from accelerate.utils.fsdp_utils import fsdp2_prepare_model
+
+    return lambda module: fsdp2_prepare_model(accelerator, module)
+
+
+def _reshard(model: nn.Module) -> None:
+    """Back to sharded parameters after forwards outside training (FSDP2 keeps the root's gathered weights after a
+    forward until its backward, and the optimizer holds the sharded ones); a no-op for unsharded models."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
 
 
 def _any_rank(flag: bool, accelerator) -> bool:

@@ -30,6 +30,13 @@ def is_peft_model(model: nn.Module) -> bool:
     return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
 
 
+def shares_weights(model: nn.Module) -> bool:
+    """The reference of a LoRA or edited model is the model itself with adapters / edits off."""
+    from unlearnkit.model.edits import has_edits
+
+    return is_peft_model(model) or has_edits(model)
+
+
 class Reference:
     """π_ref: logits and (cached) sequence log-probs, always without gradients."""
 
@@ -43,17 +50,28 @@ class Reference:
         self.misses = 0
 
     @classmethod
-    def from_model(cls, model: nn.Module, autocast: Callable[[], Any] = contextlib.nullcontext) -> "Reference":
+    def from_model(cls, model: nn.Module, autocast: Callable[[], Any] = contextlib.nullcontext,
+                   shard: Callable[[nn.Module], nn.Module] | None = None) -> "Reference":
         """LoRA models and edited models share weights (adapters / edits off); anything else gets a
-        frozen deep copy."""
-        from unlearnkit.model.edits import has_edits
-
-        if is_peft_model(model) or has_edits(model):
+        frozen deep copy, sharded by `shard` (the trainer passes FSDP2's when the model is sharded)."""
+        if shares_weights(model):
             return cls(model, shares_weights=True, autocast=autocast)
         frozen = copy.deepcopy(model).eval()
         for p in frozen.parameters():
             p.requires_grad_(False)
+        if shard is not None:
+            frozen = shard(frozen)
         return cls(frozen, shares_weights=False, autocast=autocast)
+
+    @classmethod
+    def cached(cls, model: nn.Module, batches: Iterable[TokenBatch],
+               autocast: Callable[[], Any] = contextlib.nullcontext) -> "Reference":
+        """Sequence log-probs of `batches` under `model` as it is now (the starting model, before the first
+        step; sharded or not: no copy at all), then only the cache."""
+        reference = cls(model, shares_weights=True, autocast=autocast)
+        reference.precompute(batches)
+        reference.release()
+        return reference
 
     @property
     def model(self) -> nn.Module:
@@ -115,6 +133,5 @@ class Reference:
             self.sequence_logprob(batch)
 
     def release(self) -> None:
-        """Free the frozen copy (only cached log-probs remain). No-op when weights are shared."""
-        if not self.shares_weights:
-            self._model = None
+        """Keep only the cached log-probs: drop the frozen copy, or the handle on the shared model."""
+        self._model = None
