@@ -35,12 +35,7 @@ from types import SimpleNamespace
 
 import torch
 
-SHAPES = {
-    "small": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
-                  intermediate_size=768, tie_word_embeddings=False),
-    "1b": dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
-               intermediate_size=8192, tie_word_embeddings=True, vocab_size=128256),
-}
+from shapes import SHAPES  # bench/shapes.py: the one definition of the benchmark shapes
 
 
 def build(args):
@@ -53,7 +48,8 @@ def build(args):
     texts = [r[k] for name in ("forget", "retain", "real_authors", "world_facts") for r in getattr(splits, name)
              for k in ("question", "answer")]
     tokenizer = train_world_tokenizer(texts, vocab_size=args.vocab)
-    shape = {"vocab_size": len(tokenizer), **SHAPES[args.shape]}
+    shape = dict(SHAPES[args.shape])  # the tokenizer's ids must fit: small takes its size, 1b keeps 128256
+    shape["vocab_size"] = max(len(tokenizer), shape.get("vocab_size", 0))
     torch.manual_seed(0)
     with torch.device(args.device):
         model = LlamaForCausalLM(LlamaConfig(**shape, max_position_embeddings=2048, bos_token_id=tokenizer.bos_token_id,
