@@ -4,7 +4,9 @@
   evaluations and the built-in request inspector live there.
 * `cache_lock(name)`: an inter-process file lock (``filelock``) under ``<cache>/locks/``. Two processes
   that need the same world build it once: the second waits, then loads what the first built.
-  `output_lock` is the same for an output directory, taken without waiting.
+  `output_lock` is the same for an output directory, taken without waiting. `build_lock` is `cache_lock` for
+  building a world: under a multi-process launch only rank 0 builds it (transformers writes model files from
+  rank 0 only once a process group exists), and the other ranks wait until it is there.
 * `file_digest(path)`: the SHA-256 of a file's content. A 1B model's weights take a few seconds to
   hash, a 70B model's minutes, so digests are remembered under ``<cache>/digests/`` by (real path, size,
   modification time): a file that changes gets a new digest, one that does not is hashed once. Files
@@ -18,8 +20,9 @@ import hashlib
 import json
 import os
 import re
+import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from filelock import FileLock, Timeout
 
@@ -51,6 +54,19 @@ def _lock_file(key: str, cache_dir: str | os.PathLike | None) -> Path:
 def cache_lock(key: str, cache_dir: str | os.PathLike | None = None) -> Iterator[None]:
     """Hold the lock named `key` (waiting for another process that holds it) for the duration."""
     with FileLock(str(_lock_file(key, cache_dir))):
+        yield
+
+
+@contextlib.contextmanager
+def build_lock(key: str, cache_dir: str | os.PathLike | None = None, *, ready: Callable[[], bool],
+               poll_s: float = 2.0) -> Iterator[None]:
+    """`cache_lock(key)` for building something into the cache. Under `accelerate launch` / `torchrun`, a rank
+    other than 0 first waits until `ready()` (rank 0's build is in place): `save_pretrained` writes nothing on
+    other ranks once a process group exists. If rank 0 fails, the launcher stops every rank."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        while not ready():
+            time.sleep(poll_s)
+    with cache_lock(key, cache_dir):
         yield
 
 

@@ -143,7 +143,8 @@ class TrainSection(_Section):
     scheduler: Literal["constant", "linear", "cosine"] = "constant"
     weight_decay: NonNegative = 0.0
     max_grad_norm: Positive | None = 1.0  # null: no clipping
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    # YAML 1.1 reads a bare `no` as false: `train.mixed_precision=no` means "no" here
+    mixed_precision: Annotated[Literal["no", "bf16", "fp16"], BeforeValidator(lambda v: "no" if v is False else v)] = "no"
     log_every: PositiveInt = 1
     save_every: NonNegativeInt = 0  # 0: no intermediate checkpoints
     resume_from: Text | None = None

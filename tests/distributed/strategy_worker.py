@@ -47,7 +47,8 @@ def world() -> int:
 
 
 def settings(steps: int, **kw) -> TrainConfig:
-    return TrainConfig(steps=steps, lr=1e-3, batch_size=GLOBAL_BATCH // world(), progress=False, device="cpu", **kw)
+    device = os.environ.get("WORKER_DEVICE", "cpu")  # bench/gpu_check: the same runs on a GPU
+    return TrainConfig(steps=steps, lr=1e-3, batch_size=GLOBAL_BATCH // world(), progress=False, device=device, **kw)
 
 
 def weights(model) -> dict[str, list[float]]:

@@ -30,19 +30,9 @@ Key = tuple[tuple[int, ...], tuple[int, ...]]
 
 def _ranks() -> tuple[int, int]:
     """(rank, world size) of the data-parallel processes; the process group is set up on first use."""
-    import os
+    from unlearnkit.train.strategy import join_processes
 
-    import torch.distributed as dist
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1 or not dist.is_available():
-        return 0, 1
-    if not dist.is_initialized():
-        import torch
-        from accelerate import PartialState
-
-        PartialState(cpu=not torch.cuda.is_available())  # gloo on CPU, nccl on GPUs
-    return dist.get_rank(), dist.get_world_size()
+    return join_processes()
 
 
 def _sharded(items: list, run: Callable[[list], list]) -> list:

@@ -6,6 +6,7 @@ each importing `app` from here; `unlearnkit.cli` imports them all, so the consol
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shlex
@@ -43,7 +44,8 @@ def friendly(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         configure_cli_logging()  # diagnostics on stderr, from rank 0 only under a multi-process launch
         try:
-            return fn(*args, **kwargs)
+            with _stdout_from_rank0_only():
+                return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise
         except UnlearnError as err:
@@ -66,6 +68,17 @@ def friendly(fn: Callable) -> Callable:
             raise typer.Exit(EXIT_INTERNAL) from None
 
     return wrapper
+
+
+@contextlib.contextmanager
+def _stdout_from_rank0_only():
+    """Under `accelerate launch` every rank runs the command; only rank 0 prints tables and results (errors on
+    stderr still come from any rank)."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        yield
+        return
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        yield
 
 
 def command_line() -> str:

@@ -54,6 +54,10 @@ def run(recipe: Recipe, out_dir: str | os.PathLike | None = None, *, progress: b
     from unlearnkit.manifest import recording_reads
     from unlearnkit.pipeline.outputs import check_output_dir, output_dir, partial_dir
 
+    from unlearnkit.train.strategy import join_processes, requested
+
+    requested()  # a strategy we refuse (DeepSpeed, FSDP1) is refused before anything runs
+    join_processes()  # under accelerate launch: every rank joins before any rank works alone (world builds)
     out = Path(out_dir or recipe.output_dir)
     method = recipe.build_method()
     if recipe.model.lora is not None and not getattr(method, "supports_lora", True):
@@ -154,6 +158,9 @@ def evaluate_recipe(recipe: Recipe, out_dir: str | os.PathLike | None = None, *,
     from unlearnkit.pipeline.outputs import output_dir
     from unlearnkit.report import write_eval
     from unlearnkit.pipeline.safety_probe import SafetyProbe
+    from unlearnkit.train.strategy import join_processes
+
+    join_processes()  # every rank joins before any rank works alone (world builds)
 
     fmt = get_format(recipe.data.format, recipe.data.system_prompt)
     resolve_device(recipe.model.device)

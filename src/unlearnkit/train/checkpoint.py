@@ -74,15 +74,17 @@ def save_model(model: nn.Module, tokenizer, path: str | Path) -> None:
 FORMAT = 2  # trainer_state.json "format": optimizer moments keyed by parameter name (1: by index, before 2026-11)
 
 
-def gather_state(model: nn.Module, optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    """(model state, optimizer state) as full tensors on the CPU, keyed by parameter names.
+def gather_state(model: nn.Module, optimizer, distributed: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
+    """(model state, optimizer state) as full tensors, keyed by parameter names.
 
-    Call it on every rank: under FSDP2 each rank contributes its shard (torch's `get_state_dict` gathers
-    them); rank 0 receives the full state, other ranks empty dicts. Works the same on one process and under DDP.
+    With `distributed`, call it on every rank: under FSDP2 each rank contributes its shard (torch's
+    `get_state_dict` gathers them) and rank 0 receives the full state on the CPU, other ranks empty dicts.
+    Without it, this process's own state (one process, or `TrainConfig.local`).
     """
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
-    return get_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    options = StateDictOptions(full_state_dict=True, cpu_offload=distributed)
+    return get_state_dict(model, optimizer, options=options)
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, state: tuple[dict, dict], scheduler, step: int,

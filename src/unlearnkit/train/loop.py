@@ -30,11 +30,11 @@ from torch import nn
 
 from unlearnkit.data.batch import collate
 from unlearnkit.data.pairing import UnlearnData, batch_stream, batches_per_epoch
-from unlearnkit.methods.base import UnlearningMethod, summed
+from unlearnkit.methods.base import UnlearningMethod
 from unlearnkit.model.edits import has_edits
 from unlearnkit.model.hooks import base_causal_lm
 from unlearnkit.train.checkpoint import consolidate, gather_state, load_trainer_state, meta_skeleton, save_checkpoint
-from unlearnkit.train.reference import Reference, shares_weights
+from unlearnkit.train.reference import Reference
 from unlearnkit.train.strategy import check_supported, make_accelerator
 
 
@@ -58,6 +58,7 @@ class TrainConfig:
     save_every: int = 0  # checkpoint every N steps (0: only what the caller saves)
     resume_from: str | None = None  # a checkpoint dir written by this trainer
     progress: bool = True
+    local: bool = False  # train in this process alone under a multi-process launch (world builds on one rank)
     gradient_checkpointing: bool = False  # recompute block activations in the backward (memory for compute)
     report_to: list[str] = field(default_factory=list)  # accelerate trackers: tensorboard, wandb, mlflow, ...
     device: str = "auto"  # auto | cpu | cuda | cuda:N (`model.loading.resolve_device`); the recipe's model.device
@@ -181,7 +182,7 @@ def train(model: nn.Module, method: UnlearningMethod, data: UnlearnData, cfg: Tr
     from unlearnkit.train.tracking import Tracking, accelerator_kwargs
 
     start = time.perf_counter()
-    accelerator, strategy = make_accelerator(cfg.device, cfg.mixed_precision,
+    accelerator, strategy = make_accelerator(cfg.device, cfg.mixed_precision, cfg.local,
                                              **accelerator_kwargs(cfg.report_to, Path(out_dir) if out_dir else None))
     set_seed(cfg.seed)
     model.to(accelerator.device)
@@ -196,8 +197,7 @@ def train(model: nn.Module, method: UnlearningMethod, data: UnlearnData, cfg: Tr
         enable_gradient_checkpointing(model)
     kind = method.needs_reference()
     name = getattr(method, "registry_name", type(method).__name__)
-    check_supported(strategy, name, representation_edit=has_edits(model),
-                    full_reference=kind == "model" and not shares_weights(model))
+    check_supported(strategy, name, representation_edit=has_edits(model))
     method.setup(data)
     reference = None
     if kind == "model":  # after prepare: LoRA adapters / edits exist, so the reference can share weights
@@ -206,9 +206,10 @@ def train(model: nn.Module, method: UnlearningMethod, data: UnlearnData, cfg: Tr
     skeleton = meta_skeleton(model) if strategy.shards_parameters else None
 
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    total = cfg.total_steps(len(data.forget), accelerator.num_processes)
+    total = cfg.total_steps(len(data.forget), strategy.processes)
     scheduler = _schedule(optimizer, cfg, total)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    if not cfg.local:  # local: neither wrapped nor synchronised with the other processes
+        model, optimizer = accelerator.prepare(model, optimizer)
     params = [p for group in optimizer.param_groups for p in group["params"]]  # FSDP2 swaps in sharded ones
     if kind == "logprobs":  # the starting model itself, sharded or not, before any step: no copy
         views = [data.forget, *data.extra.values()]
@@ -223,13 +224,13 @@ def train(model: nn.Module, method: UnlearningMethod, data: UnlearnData, cfg: Tr
     first_step = 0
     if cfg.resume_from:
         first_step, result.history = load_trainer_state(cfg.resume_from, model, optimizer, scheduler)
-    stream = batch_stream(data, cfg.batch_size, cfg.seed, accelerator.process_index,
-                          accelerator.num_processes, use_retain=method.needs_retain())
+    stream = batch_stream(data, cfg.batch_size, cfg.seed, strategy.rank, strategy.processes,
+                          use_retain=method.needs_retain())
     for _ in range(first_step * cfg.grad_accum):
         next(stream)
 
     log_file = None
-    if out_dir is not None and accelerator.is_main_process:
+    if out_dir is not None and strategy.main:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         log_file = open(Path(out_dir) / "train_log.jsonl", "w")
         for record in result.history:  # a resumed run rewrites the log up to its checkpoint
@@ -239,10 +240,10 @@ def train(model: nn.Module, method: UnlearningMethod, data: UnlearnData, cfg: Tr
     tracking = Tracking(accelerator, cfg.report_to)
     _OPEN_TRACKING.append(tracking)  # open until the caller logs its evaluation, or the next training starts
     tracking.start(name, {**vars(cfg), "method": name, "strategy": strategy.label,
-                          "processes": accelerator.num_processes})
+                          "processes": strategy.processes})
     result.tracking = tracking
     bar = tqdm(total=total, initial=first_step, desc=name,
-               disable=not (cfg.progress and accelerator.is_main_process), leave=False, dynamic_ncols=True)
+               disable=not (cfg.progress and strategy.main), leave=False, dynamic_ncols=True)
     model.train()
     step = first_step
     with contextlib.ExitStack() as scope:
@@ -254,11 +255,12 @@ def train(model: nn.Module, method: UnlearningMethod, data: UnlearnData, cfg: Tr
 
         def save(at: int) -> Path:
             path = Path(out_dir) / "checkpoints" / f"step-{at}"
-            state = gather_state(model, optimizer)  # every rank: FSDP2 gathers the shards
-            if accelerator.is_main_process and not (path / "trainer_state.json").is_file():
+            state = gather_state(model, optimizer, strategy.processes > 1)  # every rank: FSDP2 gathers the shards
+            if strategy.main and not (path / "trainer_state.json").is_file():
                 save_checkpoint(path, skeleton or accelerator.unwrap_model(model), state, scheduler, at,
                                 result.history, trained_names)
-            accelerator.wait_for_everyone()
+            if strategy.processes > 1:
+                accelerator.wait_for_everyone()
             return path
 
         while step < total:
@@ -266,7 +268,7 @@ def train(model: nn.Module, method: UnlearningMethod, data: UnlearnData, cfg: Tr
             sums, problem = _one_step(model, method, stream, reference, accelerator, strategy, cfg.grad_accum)
             if problem is None and watch["finite"] is not None and not bool(watch["finite"]):
                 problem = "non-finite logits"
-            if _any_rank(problem is not None, accelerator):
+            if _any_rank(problem is not None, strategy, accelerator.device):
                 optimizer.zero_grad(set_to_none=True)
                 result.stopped = f"{problem or 'non-finite loss on another rank'} at step {step + 1}; kept the weights of step {step}"
                 break
@@ -293,9 +295,9 @@ def train(model: nn.Module, method: UnlearningMethod, data: UnlearnData, cfg: Tr
             # every N steps, and the last step: an interrupted evaluation after training can then resume
             if out_dir is not None and cfg.save_every and (step % cfg.save_every == 0 or step == total):
                 save(step)
-            if _any_rank(interrupt["requested"], accelerator):
+            if _any_rank(interrupt["requested"], strategy, accelerator.device):
                 break
-        if _any_rank(interrupt["requested"], accelerator):  # Ctrl-C: keep this step, then stop the command
+        if _any_rank(interrupt["requested"], strategy, accelerator.device):  # Ctrl-C: keep this step, then stop the command
             if out_dir is not None:
                 save(step)
             raise KeyboardInterrupt
@@ -322,11 +324,10 @@ def _one_step(model, method, stream, reference, accelerator, strategy, grad_accu
     for micro in range(grad_accum):
         batch = next(stream).to(accelerator.device)
         terms = method.loss_terms(model, batch, reference)
-        if not strategy.split_backward:  # one backward per micro-batch: the engine counts them
-            terms = [lambda terms=terms: summed(terms)]
         for index, term_fn in enumerate(terms):
             last = micro == grad_accum - 1 and index == len(terms) - 1
-            with (contextlib.nullcontext() if last else accelerator.no_sync(model)), accelerator.autocast():
+            alone = last or strategy.processes == 1
+            with (contextlib.nullcontext() if alone else accelerator.no_sync(model)), accelerator.autocast():
                 term = term_fn()
                 if problem is None and not torch.isfinite(term.total.detach()):
                     problem = "non-finite loss"
@@ -335,7 +336,7 @@ def _one_step(model, method, stream, reference, accelerator, strategy, grad_accu
                 sums[key] = sums.get(key, 0.0) + value.detach().float() / grad_accum
     keys = sorted(sums)
     values = torch.stack([torch.as_tensor(sums[k], device=accelerator.device) for k in keys])
-    if accelerator.num_processes > 1:
+    if strategy.processes > 1:
         values = accelerator.reduce(values, reduction="mean")
     return dict(zip(keys, values.tolist())), problem
 
@@ -367,12 +368,12 @@ def _reshard(model: nn.Module) -> None:
             module.reshard()
 
 
-def _any_rank(flag: bool, accelerator) -> bool:
+def _any_rank(flag: bool, strategy, device) -> bool:
     """True when `flag` is set on any data-parallel rank (so every rank stops together)."""
-    if accelerator.num_processes == 1:
+    if strategy.processes == 1:
         return flag
     import torch.distributed as dist
 
-    value = torch.tensor([1.0 if flag else 0.0], device=accelerator.device)
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item())

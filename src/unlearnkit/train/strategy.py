@@ -9,7 +9,9 @@ that Accelerator and names the strategy it chose, so the trainer knows what comp
 | `single` | nobody | one per loss term (peak memory = the largest term's) | plain copy |
 | `ddp` | DDP's buckets, overlapped with the last backward of the step | one per term; all but the last under `no_sync` | plain copy on each rank |
 | `fsdp2` | FSDP2's reduce-scatter, on the last backward of the step | one per term; all but the last with gradient sync off | sharded like the model (`fully_shard`) |
-| `deepspeed` (ZeRO-2/3) | the DeepSpeed engine | one per micro-batch (the terms summed): the engine steps on its own boundary | ZeRO-3: refused (see `check_supported`) |
+
+DeepSpeed is refused (`requested`): accelerate's DeepSpeed engine steps the optimizer inside the last backward,
+before the trainer's divergence guard can look at the gradient norm, and its checkpoints are pickled.
 
 FSDP2 on a CPU. accelerate 1.15 turns its FSDP plugin off when no accelerator is visible (`Accelerator(cpu=True)`
 falls back to plain DDP). Torch's FSDP2 itself runs on CPU with gloo, so for CPU runs with several processes
@@ -20,7 +22,7 @@ chosen on a GPU; everything after that (`prepare`, `no_sync`, `clip_grad_norm_`,
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -33,30 +35,47 @@ _TRUE = {"1", "true", "yes"}
 class Strategy:
     """The data-parallel strategy of this run (what `accelerate launch` asked for)."""
 
-    name: str  # single | ddp | fsdp2 | deepspeed
-    zero_stage: int | None = None  # DeepSpeed's ZeRO stage
+    name: str  # single | ddp | fsdp2
+    rank: int = 0  # this process's data-parallel rank
+    processes: int = 1  # data-parallel processes that train together (1 for `single`)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
 
     @property
     def label(self) -> str:
-        return f"DeepSpeed ZeRO-{self.zero_stage}" if self.name == "deepspeed" else self.name.upper().replace("SINGLE", "one process")
+        return {"single": "one process", "ddp": "DDP", "fsdp2": "FSDP2"}[self.name]
 
     @property
     def shards_parameters(self) -> bool:
-        """Each rank holds only a shard of the weights (FSDP2, ZeRO-3)."""
-        return self.name == "fsdp2" or (self.name == "deepspeed" and (self.zero_stage or 0) >= 3)
+        """Each rank holds only a shard of the weights."""
+        return self.name == "fsdp2"
 
-    @property
-    def split_backward(self) -> bool:
-        """Whether a step may run one backward per loss term (DeepSpeed's engine wants one per micro-batch)."""
-        return self.name != "deepspeed"
+
+def join_processes() -> tuple[int, int]:
+    """(rank, world size) under a multi-process launch, setting up the process group if nothing has yet: gloo on
+    a CPU, nccl on GPUs. Commands call it first, on every rank, so that work one rank does alone (building a world
+    under a lock) never holds up the group's set-up; (0, 1) in a single process."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 or not dist.is_available():
+        return 0, 1
+    if not dist.is_initialized():
+        from accelerate import PartialState
+
+        PartialState(cpu=not torch.cuda.is_available())
+    return dist.get_rank(), dist.get_world_size()
 
 
 def requested() -> Strategy:
     """The strategy the environment asks for (what `accelerate launch` exported), before any Accelerator exists."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in _TRUE:
-        stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE")
-        return Strategy("deepspeed", int(stage) if stage and stage.isdigit() else None)
+        raise UnlearnError("DeepSpeed is not supported yet (its engine steps inside the backward, before the divergence"
+                           " guard, and its checkpoints are pickled); use FSDP2, which shards like ZeRO-3:"
+                           " accelerate launch --config_file configs/accelerate/fsdp2.yaml ...")
     if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in _TRUE:
         version = os.environ.get("FSDP_VERSION", "1")
         if version != "2":
@@ -66,19 +85,25 @@ def requested() -> Strategy:
     return Strategy("ddp" if world > 1 else "single")
 
 
-def make_accelerator(device: str, mixed_precision: str = "no", **kwargs):
-    """(Accelerator, Strategy) for a training run on `device` (the recipe's model.device)."""
+def make_accelerator(device: str, mixed_precision: str = "no", local: bool = False, **kwargs):
+    """(Accelerator, Strategy) for a training run on `device` (the recipe's model.device). Mixed precision is the
+    recipe's `train.mixed_precision`, or, when that is "no", the accelerate config's `mixed_precision`. `local`
+    trains in this process alone whatever the launch (the model is not wrapped and nothing is synchronised)."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedType
 
     from unlearnkit.model.loading import resolve_device
 
-    strategy = requested()
+    strategy = Strategy("single") if local else requested()
+    if mixed_precision == "no":  # the recipe left it at its default: the accelerate config's choice, if any
+        mixed_precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
     placed = resolve_device(device)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if placed.startswith("cuda:") and world == 1:
         torch.cuda.set_device(int(placed.split(":", 1)[1]))
     on_cpu = not placed.startswith(("cuda", "mps"))
+    if local:  # this process alone, even under a multi-process launch (e.g. rank 0 building a world)
+        return Accelerator(mixed_precision=mixed_precision, cpu=on_cpu, **kwargs), strategy
     if strategy.name == "fsdp2" and on_cpu and world > 1:
         from accelerate.utils import FullyShardedDataParallelPlugin
 
@@ -88,23 +113,15 @@ def make_accelerator(device: str, mixed_precision: str = "no", **kwargs):
         accelerator.state.distributed_type = DistributedType.FSDP
     else:
         accelerator = Accelerator(mixed_precision=mixed_precision, cpu=on_cpu, **kwargs)
-    seen = accelerator.distributed_type
-    if strategy.name == "deepspeed":
-        if seen != DistributedType.DEEPSPEED:
-            raise UnlearnError("the accelerate config asks for DeepSpeed, but accelerate did not start it on this machine"
-                               " (DeepSpeed needs a GPU under accelerate); use configs/accelerate/ddp.yaml or fsdp2.yaml")
-        stage = accelerator.state.deepspeed_plugin.zero_stage
-        strategy = Strategy("deepspeed", int(stage))
-    elif strategy.name == "fsdp2" and seen != DistributedType.FSDP:
+    if strategy.name == "fsdp2" and accelerator.distributed_type != DistributedType.FSDP:
         raise UnlearnError("the accelerate config asks for FSDP2, but accelerate did not start it; launch with"
                            " `accelerate launch --config_file configs/accelerate/fsdp2.yaml` on several processes")
-    elif strategy.name == "ddp" and accelerator.num_processes == 1:
+    if strategy.name == "ddp" and accelerator.num_processes == 1:
         strategy = Strategy("single")
-    return accelerator, strategy
+    return accelerator, replace(strategy, rank=accelerator.process_index, processes=accelerator.num_processes)
 
 
-def check_supported(strategy: Strategy, what: str, *, model_edit: bool = False, representation_edit: bool = False,
-                    full_reference: bool = False) -> None:
+def check_supported(strategy: Strategy, what: str, *, model_edit: bool = False, representation_edit: bool = False) -> None:
     """Refuse, naming the strategies that work, what cannot run under `strategy`."""
     if not strategy.shards_parameters:
         return
@@ -114,7 +131,3 @@ def check_supported(strategy: Strategy, what: str, *, model_edit: bool = False, 
     if representation_edit:
         raise UnlearnError(f"{what} hooks its edit into the frozen model's blocks, which is not supported under"
                            f" {strategy.label}; run it on one process or under DDP (configs/accelerate/ddp.yaml)")
-    if full_reference and strategy.name == "deepspeed":
-        raise UnlearnError(f"{what} needs the full frozen reference model during training, which unlearnkit does not"
-                           f" shard under {strategy.label}; use FSDP2 (configs/accelerate/fsdp2.yaml), DDP, or LoRA"
-                           " (model.lora.r: the reference is the same model with its adapters off)")

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from unlearnkit.cache import cache_lock, cache_root  # noqa: F401  (cache_root: re-exported)
+from unlearnkit.cache import build_lock, cache_lock, cache_root  # noqa: F401  (re-exported)
 from unlearnkit.train.checkpoint import atomic_dir
 from unlearnkit.world.generator import WORLD_VERSION, World, WorldSpec, generate_world, training_rows, world_texts
 from unlearnkit.logs import info
@@ -97,7 +97,7 @@ def _finetune(model, tokenizer, rows: list[dict], seed: int, progress: bool, lab
 
     fmt = get_format("openunlearning")
     data = UnlearnData(encode_rows(rows, tokenizer, fmt), pad_id=tokenizer.pad_token_id)
-    cfg = TrainConfig(seed=seed, progress=progress, **{**FINETUNE, **overrides})
+    cfg = TrainConfig(seed=seed, progress=progress, local=True, **{**FINETUNE, **overrides})  # one rank builds it
     method = Finetune()
     method.registry_name = f"world {label}"
     return train(model, method, data, cfg)
@@ -170,5 +170,6 @@ def ensure_world(cache_dir: str | os.PathLike | None = None, seed: int = 0, prog
     world = load_world(cache_dir, seed, size)
     if world is not None:
         return world
-    with cache_lock(world_dir(cache_dir, seed, size).name, cache_dir):
+    root = world_dir(cache_dir, seed, size)
+    with build_lock(root.name, cache_dir, ready=(root / "info.json").is_file):
         return load_world(cache_dir, seed, size) or build_world(cache_dir, seed, progress, log, size)

@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from unlearnkit.cache import cache_lock
+from unlearnkit.cache import build_lock
 from unlearnkit.train.checkpoint import atomic_dir
 from unlearnkit.logs import info
 
@@ -64,7 +64,8 @@ def ensure_muse_view(art: Any, log=info) -> Path:
     directory = Path(art.root) / f"muse-v{VIEW_VERSION}"
     if (directory / "privleak" / "retain.json").is_file():
         return directory
-    with cache_lock(f"{Path(art.root).name}-{directory.name}", Path(art.root).parent):
+    with build_lock(f"{Path(art.root).name}-{directory.name}", Path(art.root).parent,
+                    ready=(directory / "privleak" / "retain.json").is_file):
         if (directory / "privleak" / "retain.json").is_file():  # another process wrote it meanwhile
             return directory
         log(f"writing the tiny world in MUSE's layout to {directory}")

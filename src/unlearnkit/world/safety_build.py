@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from unlearnkit.train.checkpoint import atomic_dir
-from unlearnkit.cache import cache_lock, cache_root
+from unlearnkit.cache import build_lock, cache_root
 from unlearnkit.world.safety_data import (
     SAFETY_VERSION,
     SafetyWorld,
@@ -86,7 +86,7 @@ def _finetune(model, tokenizer, rows: list[dict], seed: int, progress: bool, lab
     data = UnlearnData(encode_rows(rows, tokenizer, get_format("chat")), pad_id=tokenizer.pad_token_id)
     method = Finetune()
     method.registry_name = f"safety world {label}"
-    return train(model, method, data, TrainConfig(seed=seed, progress=progress, epochs=epochs,
+    return train(model, method, data, TrainConfig(seed=seed, progress=progress, epochs=epochs, local=True,
                                                   **{**FINETUNE, **overrides}))
 
 
@@ -184,5 +184,6 @@ def ensure_safety_world(cache_dir: str | os.PathLike | None = None, seed: int = 
     world = load_safety_world(cache_dir, seed, size)
     if world is not None:
         return world
-    with cache_lock(safety_dir(cache_dir, seed, size).name, cache_dir):
+    root = safety_dir(cache_dir, seed, size)
+    with build_lock(root.name, cache_dir, ready=lambda: load_safety_world(cache_dir, seed, size) is not None):
         return load_safety_world(cache_dir, seed, size) or build_safety_world(cache_dir, seed, progress, log, size)
