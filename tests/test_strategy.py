@@ -61,14 +61,13 @@ def test_a_deepspeed_launch_is_one_line_from_the_cli(cli, launch_env, tmp_path):
 
 
 def test_mixed_precision_comes_from_the_config_when_the_recipe_leaves_it(launch_env):
-    from accelerate.state import AcceleratorState
-
+    make_accelerator("cpu", "no")  # an earlier run in this process, without mixed precision
     launch_env(ACCELERATE_MIXED_PRECISION="bf16")
-    try:
-        accelerator, strategy = make_accelerator("cpu", "no")
-        assert accelerator.mixed_precision == "bf16" and strategy.name == "single"
-    finally:
-        AcceleratorState._reset_state(True)  # accelerate keeps one state per process: leave none behind
+    accelerator, strategy = make_accelerator("cpu", "no")
+    assert accelerator.mixed_precision == "bf16" and strategy.name == "single"
+    launch_env(ACCELERATE_MIXED_PRECISION="no")
+    accelerator, _ = make_accelerator("cpu", "fp16")  # the recipe's choice wins
+    assert accelerator.mixed_precision == "fp16"
 
 
 def test_gradient_checkpointing_changes_memory_not_what_is_learned(train_tiny):

@@ -99,6 +99,7 @@ def make_accelerator(device: str, mixed_precision: str = "no", local: bool = Fal
         mixed_precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
     placed = resolve_device(device)
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    _forget_other_precision(mixed_precision, world)
     if placed.startswith("cuda:") and world == 1:
         torch.cuda.set_device(int(placed.split(":", 1)[1]))
     on_cpu = not placed.startswith(("cuda", "mps"))
@@ -119,6 +120,16 @@ def make_accelerator(device: str, mixed_precision: str = "no", local: bool = Fal
     if strategy.name == "ddp" and accelerator.num_processes == 1:
         strategy = Strategy("single")
     return accelerator, replace(strategy, rank=accelerator.process_index, processes=accelerator.num_processes)
+
+
+def _forget_other_precision(mixed_precision: str, world: int) -> None:
+    """accelerate keeps one state per process and refuses an Accelerator with another mixed precision; in a single
+    process (a Python session running one recipe after another) the earlier state is dropped instead."""
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state
+    if world == 1 and state and state.get("_mixed_precision") not in (None, mixed_precision):
+        AcceleratorState._reset_state()
 
 
 def check_supported(strategy: Strategy, what: str, *, model_edit: bool = False, representation_edit: bool = False) -> None:
