@@ -37,9 +37,11 @@ def test_the_strategy_comes_from_the_launch(launch_env):
     assert requested().name == "fsdp2" and requested().shards_parameters
 
 
-def test_deepspeed_and_fsdp1_are_refused_naming_the_config_that_works(launch_env):
-    launch_env(WORLD_SIZE="2", ACCELERATE_USE_DEEPSPEED="true")
-    with pytest.raises(UnlearnError, match=r"DeepSpeed is not supported.*configs/accelerate/fsdp2.yaml"):
+def test_unsupported_engines_are_refused_naming_the_config_that_works(launch_env):
+    launch_env(WORLD_SIZE="2", ACCELERATE_USE_DEEPSPEED="true", ACCELERATE_DEEPSPEED_ZERO_STAGE="3")
+    assert requested() == Strategy("deepspeed", 3) and requested().shards_parameters
+    launch_env(ACCELERATE_DEEPSPEED_ZERO_STAGE="1")
+    with pytest.raises(UnlearnError, match=r"ZeRO stage 1 is not supported.*deepspeed-zero2.yaml"):
         requested()
     launch_env(ACCELERATE_USE_DEEPSPEED="false", ACCELERATE_USE_FSDP="true", FSDP_VERSION="1")
     with pytest.raises(UnlearnError, match=r"FSDP version 1 .*fsdp_version: 2"):
@@ -47,16 +49,24 @@ def test_deepspeed_and_fsdp1_are_refused_naming_the_config_that_works(launch_env
 
 
 @pytest.mark.parametrize("edit", ["model_edit", "representation_edit"])
-def test_what_cannot_run_sharded_names_the_strategies_that_can(edit):
+@pytest.mark.parametrize("engine", [Strategy("fsdp2", processes=2), Strategy("deepspeed", 2, processes=2)])
+def test_what_cannot_run_sharded_names_the_strategies_that_can(edit, engine):
     check_supported(Strategy("ddp", processes=2), "sku", **{edit: True})  # fine under DDP
     with pytest.raises(UnlearnError, match=r"one process or under DDP \(configs/accelerate/ddp.yaml\)"):
-        check_supported(Strategy("fsdp2", processes=2), "sku", **{edit: True})
+        check_supported(engine, "sku", **{edit: True})
 
 
-def test_a_deepspeed_launch_is_one_line_from_the_cli(cli, launch_env, tmp_path):
-    launch_env(ACCELERATE_USE_DEEPSPEED="true")
+def test_a_whole_reference_is_refused_under_zero3_only():
+    for fine in (Strategy("fsdp2", processes=2), Strategy("deepspeed", 2, processes=2)):
+        check_supported(fine, "rmu", full_reference=True)
+    with pytest.raises(UnlearnError, match=r"whole frozen reference.*ZeRO-3.*fsdp2.yaml.*LoRA"):
+        check_supported(Strategy("deepspeed", 3, processes=2), "rmu", full_reference=True)
+
+
+def test_an_unsupported_launch_is_one_line_from_the_cli(cli, launch_env, tmp_path):
+    launch_env(ACCELERATE_USE_DEEPSPEED="true", ACCELERATE_DEEPSPEED_ZERO_STAGE="1")
     result = cli("run", "default", "--no-eval", "--out", tmp_path / "out")
-    assert result.exit_code == 2 and "DeepSpeed is not supported" in result.stderr, (result.stderr, result.exception)
+    assert result.exit_code == 2 and "ZeRO stage 1 is not supported" in result.stderr, (result.stderr, result.exception)
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
 
 

@@ -35,8 +35,10 @@ def alone(env, tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("config", ["ddp", "fsdp2"])
+@pytest.mark.parametrize("config", ["ddp", "fsdp2", "deepspeed-zero2", "deepspeed-zero3"])
 def test_accelerate_launch_runs_the_default_recipe_on_two_cpu_processes(config, alone, env, tmp_path):
+    if config.startswith("deepspeed"):
+        pytest.importorskip("deepspeed", reason="DeepSpeed is in the dev extras (pip install -e '.[dev]')")
     out = tmp_path / "out"
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
               str(ROOT / "configs" / "accelerate" / f"{config}.yaml"), "--num_processes", "2", "-m", "unlearnkit.cli"]

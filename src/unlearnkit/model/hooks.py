@@ -58,8 +58,8 @@ def tokens_in_cache(args: Sequence, kwargs: Mapping) -> int:
 
 
 def base_causal_lm(model: nn.Module) -> nn.Module:
-    """The Hugging Face causal LM under any DistributedDataParallel and PEFT wrapper."""
-    while type(model).__name__ == "DistributedDataParallel":  # the trainer hands methods the prepared model
+    """The Hugging Face causal LM under any DistributedDataParallel, DeepSpeed engine and PEFT wrapper."""
+    while type(model).__name__ in ("DistributedDataParallel", "DeepSpeedEngine"):  # methods get the prepared model
         model = model.module
     get_base = getattr(model, "get_base_model", None)
     return get_base() if callable(get_base) else model

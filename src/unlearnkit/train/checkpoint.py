@@ -83,6 +83,10 @@ def gather_state(model: nn.Module, optimizer, distributed: bool = True) -> tuple
     """
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
+    from unlearnkit.train import deepspeed_state
+
+    if deepspeed_state.is_engine(model):
+        return deepspeed_state.gather_state(model, optimizer)
     options = StateDictOptions(full_state_dict=True, cpu_offload=distributed)
     return get_state_dict(model, optimizer, options=options)
 
@@ -144,6 +148,7 @@ def load_trainer_state(path: str | Path, model: nn.Module, optimizer, scheduler)
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
     from unlearnkit.errors import UnlearnError
+    from unlearnkit.train import deepspeed_state
 
     path = check_checkpoint(path)
     try:
@@ -162,7 +167,7 @@ def load_trainer_state(path: str | Path, model: nn.Module, optimizer, scheduler)
     for key, value in tensors.items():
         if key.startswith("param."):
             name = key[len("param."):]
-            if name not in params or tuple(params[name].shape) != tuple(value.shape):
+            if name not in params or tuple(getattr(params[name], "ds_shape", params[name].shape)) != tuple(value.shape):
                 raise UnlearnError(f"checkpoint {path} has parameter '{name}' that the model lacks (or with another"
                                    " shape); resume with the same model and method settings")
             weights[name] = value
@@ -172,8 +177,11 @@ def load_trainer_state(path: str | Path, model: nn.Module, optimizer, scheduler)
             name, moment = key[len("optim."):].rsplit(".", 1)
             state.setdefault(name, {})[moment] = value
     try:
-        set_state_dict(model, optimizer, model_state_dict=weights, optim_state_dict={"state": state, "param_groups": groups},
-                       options=StateDictOptions(full_state_dict=True, strict=False))
+        if deepspeed_state.is_engine(model):
+            deepspeed_state.load_state(model, weights, state)
+        else:
+            set_state_dict(model, optimizer, model_state_dict=weights, optim_state_dict={"state": state, "param_groups": groups},
+                           options=StateDictOptions(full_state_dict=True, strict=False))
     except (ValueError, KeyError, RuntimeError) as err:
         raise UnlearnError(f"checkpoint {path} does not fit this run's optimizer ({str(err).splitlines()[0]}); resume"
                            " with the same model, method and train settings") from None
@@ -187,7 +195,7 @@ def load_trainer_state(path: str | Path, model: nn.Module, optimizer, scheduler)
 
 
 def _unwrapped(model: nn.Module) -> nn.Module:
-    return getattr(model, "module", model)  # DDP keeps the model in .module; FSDP2 shards it in place
+    return getattr(model, "module", model)  # DDP and DeepSpeed keep the model in .module; FSDP2 shards it in place
 
 
 def meta_skeleton(model: nn.Module) -> nn.Module:

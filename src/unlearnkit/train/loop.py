@@ -34,7 +34,8 @@ from unlearnkit.methods.base import UnlearningMethod
 from unlearnkit.model.edits import has_edits
 from unlearnkit.model.hooks import base_causal_lm
 from unlearnkit.train.checkpoint import consolidate, gather_state, load_trainer_state, meta_skeleton, save_checkpoint
-from unlearnkit.train.reference import Reference
+from unlearnkit.train import deepspeed_state
+from unlearnkit.train.reference import Reference, shares_weights
 from unlearnkit.train.strategy import check_supported, make_accelerator
 
 
@@ -197,17 +198,21 @@ def train(model: nn.Module, method: UnlearningMethod, data: UnlearnData, cfg: Tr
         enable_gradient_checkpointing(model)
     kind = method.needs_reference()
     name = getattr(method, "registry_name", type(method).__name__)
-    check_supported(strategy, name, representation_edit=has_edits(model))
+    check_supported(strategy, name, representation_edit=has_edits(model),
+                    full_reference=kind == "model" and not shares_weights(model))
     method.setup(data)
     reference = None
     if kind == "model":  # after prepare: LoRA adapters / edits exist, so the reference can share weights
         reference = Reference.from_model(model, autocast=accelerator.autocast,
                                          shard=_sharder(accelerator) if strategy.name == "fsdp2" else None)
-    skeleton = meta_skeleton(model) if strategy.shards_parameters else None
+    # sharded (or engine-held) weights are consolidated into this plain copy of the module tree after training
+    skeleton = meta_skeleton(model) if strategy.name in ("fsdp2", "deepspeed") else None
 
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     total = cfg.total_steps(len(data.forget), strategy.processes)
     scheduler = _schedule(optimizer, cfg, total)
+    if strategy.name == "deepspeed":
+        deepspeed_state.configure(accelerator, cfg.batch_size, strategy.processes, cfg.max_grad_norm)
     if not cfg.local:  # local: neither wrapped nor synchronised with the other processes
         model, optimizer = accelerator.prepare(model, optimizer)
     params = [p for group in optimizer.param_groups for p in group["params"]]  # FSDP2 swaps in sharded ones
@@ -272,13 +277,20 @@ def train(model: nn.Module, method: UnlearningMethod, data: UnlearnData, cfg: Tr
                 optimizer.zero_grad(set_to_none=True)
                 result.stopped = f"{problem or 'non-finite loss on another rank'} at step {step + 1}; kept the weights of step {step}"
                 break
-            norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm or float("inf"))
-            norm = norm.full_tensor() if hasattr(norm, "full_tensor") else torch.as_tensor(norm)
-            if not torch.isfinite(norm):
-                optimizer.zero_grad(set_to_none=True)
-                result.stopped = f"non-finite gradient norm at step {step + 1}; kept the weights of step {step}"
-                break
-            optimizer.step()
+            if strategy.name == "deepspeed":  # the engine clips and steps, and skips a non-finite step itself
+                model.step()
+                norm = torch.as_tensor(float("nan") if model.get_global_grad_norm() is None else model.get_global_grad_norm())
+                if not model.was_step_applied():
+                    result.stopped = f"non-finite gradient norm at step {step + 1}; kept the weights of step {step}"
+                    break
+            else:
+                norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm or float("inf"))
+                norm = norm.full_tensor() if hasattr(norm, "full_tensor") else torch.as_tensor(norm)
+                if not torch.isfinite(norm):
+                    optimizer.zero_grad(set_to_none=True)
+                    result.stopped = f"non-finite gradient norm at step {step + 1}; kept the weights of step {step}"
+                    break
+                optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
@@ -302,7 +314,8 @@ def train(model: nn.Module, method: UnlearningMethod, data: UnlearnData, cfg: Tr
                 save(step)
             raise KeyboardInterrupt
     if skeleton is not None:
-        result.model = consolidate(model, skeleton, accelerator.device)
+        gather = deepspeed_state.consolidate if strategy.name == "deepspeed" else consolidate
+        result.model = gather(model, skeleton, accelerator.device)
         accelerator.free_memory()  # drop the sharded model and optimizer
     else:
         result.model = accelerator.unwrap_model(model)
@@ -326,12 +339,16 @@ def _one_step(model, method, stream, reference, accelerator, strategy, grad_accu
         terms = method.loss_terms(model, batch, reference)
         for index, term_fn in enumerate(terms):
             last = micro == grad_accum - 1 and index == len(terms) - 1
-            alone = last or strategy.processes == 1
+            alone = last or strategy.processes == 1 or strategy.name == "deepspeed"  # (DeepSpeed: the boundary)
             with (contextlib.nullcontext() if alone else accelerator.no_sync(model)), accelerator.autocast():
                 term = term_fn()
                 if problem is None and not torch.isfinite(term.total.detach()):
                     problem = "non-finite loss"
-                accelerator.backward(term.total / grad_accum)
+                if strategy.name == "deepspeed":  # the trainer marks the step's boundary; the engine reduces there
+                    model.set_gradient_accumulation_boundary(last)
+                    model.backward(term.total / grad_accum)
+                else:
+                    accelerator.backward(term.total / grad_accum)
             for key, value in {"loss": term.total, **term.parts}.items():
                 sums[key] = sums.get(key, 0.0) + value.detach().float() / grad_accum
     keys = sorted(sums)

@@ -9,14 +9,13 @@ that Accelerator and names the strategy it chose, so the trainer knows what comp
 | `single` | nobody | one per loss term (peak memory = the largest term's) | plain copy |
 | `ddp` | DDP's buckets, overlapped with the last backward of the step | one per term; all but the last under `no_sync` | plain copy on each rank |
 | `fsdp2` | FSDP2's reduce-scatter, on the last backward of the step | one per term; all but the last with gradient sync off | sharded like the model (`fully_shard`) |
+| `deepspeed` (ZeRO-2 / ZeRO-3) | the DeepSpeed engine, at the accumulation boundary the trainer marks on the step's last backward | one per term, through the engine (`engine.backward`); the engine steps (clips, skips a non-finite step) | ZeRO-2: plain copy; ZeRO-3: refused (use FSDP2 or LoRA) |
 
-DeepSpeed is refused (`requested`): accelerate's DeepSpeed engine steps the optimizer inside the last backward,
-before the trainer's divergence guard can look at the gradient norm, and its checkpoints are pickled.
-
-FSDP2 on a CPU. accelerate 1.15 turns its FSDP plugin off when no accelerator is visible (`Accelerator(cpu=True)`
-falls back to plain DDP). Torch's FSDP2 itself runs on CPU with gloo, so for CPU runs with several processes
-(the tests) this module hands accelerate's own FSDP2 path the plugin and the distributed type it would have
-chosen on a GPU; everything after that (`prepare`, `no_sync`, `clip_grad_norm_`, state dicts) is accelerate's.
+CPU runs with several processes (the tests). accelerate 1.15 turns its FSDP and DeepSpeed plugins off when no
+accelerator is visible (`Accelerator(cpu=True)` falls back to plain DDP), while the engines themselves run on a CPU
+with gloo. So for CPU runs this module hands accelerate's own FSDP2 / DeepSpeed path the plugin and the distributed
+type it would have chosen on a GPU; everything after that (`prepare`, `no_sync`, `clip_grad_norm_`, state dicts,
+`deepspeed.initialize`) is accelerate's.
 """
 
 from __future__ import annotations
@@ -35,7 +34,8 @@ _TRUE = {"1", "true", "yes"}
 class Strategy:
     """The data-parallel strategy of this run (what `accelerate launch` asked for)."""
 
-    name: str  # single | ddp | fsdp2
+    name: str  # single | ddp | fsdp2 | deepspeed
+    zero_stage: int | None = None  # DeepSpeed's ZeRO stage
     rank: int = 0  # this process's data-parallel rank
     processes: int = 1  # data-parallel processes that train together (1 for `single`)
 
@@ -45,12 +45,14 @@ class Strategy:
 
     @property
     def label(self) -> str:
+        if self.name == "deepspeed":
+            return f"DeepSpeed ZeRO-{self.zero_stage}"
         return {"single": "one process", "ddp": "DDP", "fsdp2": "FSDP2"}[self.name]
 
     @property
     def shards_parameters(self) -> bool:
-        """Each rank holds only a shard of the weights."""
-        return self.name == "fsdp2"
+        """Each rank holds only a shard of the weights (FSDP2, ZeRO-3)."""
+        return self.name == "fsdp2" or (self.name == "deepspeed" and (self.zero_stage or 0) >= 3)
 
 
 def join_processes() -> tuple[int, int]:
@@ -73,9 +75,11 @@ def requested() -> Strategy:
     """The strategy the environment asks for (what `accelerate launch` exported), before any Accelerator exists."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in _TRUE:
-        raise UnlearnError("DeepSpeed is not supported yet (its engine steps inside the backward, before the divergence"
-                           " guard, and its checkpoints are pickled); use FSDP2, which shards like ZeRO-3:"
-                           " accelerate launch --config_file configs/accelerate/fsdp2.yaml ...")
+        stage = int(os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2"))
+        if stage not in (2, 3):
+            raise UnlearnError(f"DeepSpeed ZeRO stage {stage} is not supported; use zero_stage 2 or 3"
+                               " (configs/accelerate/deepspeed-zero2.yaml, deepspeed-zero3.yaml)")
+        return Strategy("deepspeed", stage)
     if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in _TRUE:
         version = os.environ.get("FSDP_VERSION", "1")
         if version != "2":
@@ -105,21 +109,34 @@ def make_accelerator(device: str, mixed_precision: str = "no", local: bool = Fal
     on_cpu = not placed.startswith(("cuda", "mps"))
     if local:  # this process alone, even under a multi-process launch (e.g. rank 0 building a world)
         return Accelerator(mixed_precision=mixed_precision, cpu=on_cpu, **kwargs), strategy
-    if strategy.name == "fsdp2" and on_cpu and world > 1:
-        from accelerate.utils import FullyShardedDataParallelPlugin
-
-        plugin = FullyShardedDataParallelPlugin(fsdp_version=2)  # reads the FSDP_* variables accelerate launch set
+    if strategy.name in ("fsdp2", "deepspeed") and on_cpu and world > 1:
         accelerator = Accelerator(mixed_precision=mixed_precision, cpu=True, **kwargs)
-        accelerator.state.fsdp_plugin = plugin
-        accelerator.state.distributed_type = DistributedType.FSDP
+        _hand_over(accelerator, strategy)
     else:
         accelerator = Accelerator(mixed_precision=mixed_precision, cpu=on_cpu, **kwargs)
-    if strategy.name == "fsdp2" and accelerator.distributed_type != DistributedType.FSDP:
-        raise UnlearnError("the accelerate config asks for FSDP2, but accelerate did not start it; launch with"
-                           " `accelerate launch --config_file configs/accelerate/fsdp2.yaml` on several processes")
+    wanted = {"fsdp2": DistributedType.FSDP, "deepspeed": DistributedType.DEEPSPEED}.get(strategy.name)
+    if wanted is not None and accelerator.distributed_type != wanted:
+        raise UnlearnError(f"the accelerate config asks for {strategy.label}, but accelerate did not start it; launch"
+                           " with `accelerate launch --config_file configs/accelerate/...yaml` on several processes")
     if strategy.name == "ddp" and accelerator.num_processes == 1:
         strategy = Strategy("single")
     return accelerator, replace(strategy, rank=accelerator.process_index, processes=accelerator.num_processes)
+
+
+def _hand_over(accelerator, strategy: Strategy) -> None:
+    """On a CPU: give accelerate's state the FSDP2 / DeepSpeed plugin (built from the variables `accelerate launch`
+    set) and the distributed type it would have chosen with a GPU (see the module docstring)."""
+    from accelerate.utils import DeepSpeedPlugin, DistributedType, FullyShardedDataParallelPlugin
+
+    state = accelerator.state
+    if strategy.name == "fsdp2":
+        state.fsdp_plugin = FullyShardedDataParallelPlugin(fsdp_version=2)
+        state.distributed_type = DistributedType.FSDP
+        return
+    plugin = DeepSpeedPlugin()
+    state.deepspeed_plugins = {"default": plugin}
+    plugin.select(_from_accelerator_state=True)
+    state.distributed_type = DistributedType.DEEPSPEED
 
 
 def _forget_other_precision(mixed_precision: str, world: int) -> None:
@@ -132,13 +149,18 @@ def _forget_other_precision(mixed_precision: str, world: int) -> None:
         AcceleratorState._reset_state()
 
 
-def check_supported(strategy: Strategy, what: str, *, model_edit: bool = False, representation_edit: bool = False) -> None:
+def check_supported(strategy: Strategy, what: str, *, model_edit: bool = False, representation_edit: bool = False,
+                    full_reference: bool = False) -> None:
     """Refuse, naming the strategies that work, what cannot run under `strategy`."""
-    if not strategy.shards_parameters:
+    if strategy.name not in ("fsdp2", "deepspeed"):
         return
     if model_edit:
-        raise UnlearnError(f"{what} edits whole weight tensors between its phases, which sharded weights ({strategy.label})"
-                           " cannot do; run it on one process or under DDP (configs/accelerate/ddp.yaml)")
+        raise UnlearnError(f"{what} edits whole weight tensors between its phases, which is not supported under"
+                           f" {strategy.label}; run it on one process or under DDP (configs/accelerate/ddp.yaml)")
     if representation_edit:
         raise UnlearnError(f"{what} hooks its edit into the frozen model's blocks, which is not supported under"
                            f" {strategy.label}; run it on one process or under DDP (configs/accelerate/ddp.yaml)")
+    if full_reference and strategy.name == "deepspeed" and strategy.shards_parameters:
+        raise UnlearnError(f"{what} needs the whole frozen reference model during training, which unlearnkit does not"
+                           f" shard under {strategy.label}; use FSDP2 (configs/accelerate/fsdp2.yaml), ZeRO-2, or LoRA"
+                           " (model.lora.r: the reference is the same model with its adapters off)")
