@@ -47,13 +47,14 @@ one set of weights, while ``peak_rss`` — diluted by the shared interpreter bas
 allocator's slack — moves much less. Read ``torch_peak`` (printed on the same line on CPU) before
 trusting an RSS ratio near the target.
 
-Several processes. ``--processes N --strategy {ddp,fsdp2}`` measures ONE method (``--method``) trained
+Several processes. ``--processes N --strategy {ddp,fsdp2,deepspeed-zero2,deepspeed-zero3}`` measures ONE method (``--method``) trained
 data-parallel in N CPU processes: ``python -m torch.distributed.run --standalone --nproc_per_node N
 bench/memory_ratio.py --child METHOD ...``. The strategy reaches the trainer the way ``accelerate
 launch`` passes it, through the environment: for ``fsdp2`` ``ACCELERATE_USE_FSDP=true``,
 ``FSDP_VERSION=2``, ``FSDP_AUTO_WRAP_POLICY=TRANSFORMER_BASED_WRAP``,
 ``FSDP_TRANSFORMER_CLS_TO_WRAP=LlamaDecoderLayer``, ``FSDP_RESHARD_AFTER_FORWARD=true``,
-``FSDP_STATE_DICT_TYPE=FULL_STATE_DICT``; for ``ddp`` none (any ``ACCELERATE_*``/``FSDP_*`` variables
+``FSDP_STATE_DICT_TYPE=FULL_STATE_DICT``; for DeepSpeed ``ACCELERATE_USE_DEEPSPEED=true`` and
+``ACCELERATE_DEEPSPEED_ZERO_STAGE``; for ``ddp`` none (any ``ACCELERATE_*``/``FSDP_*`` variables
 of the caller are removed); ``OMP_NUM_THREADS=1`` always. Every rank reports its ``peak_rss`` and
 ``rss_growth``, and ``torch_peak`` (on CPU from a second, profiled launch; on CUDA, one GPU per rank,
 ``max_memory_allocated``), and whether its weights were DTensors after step 1 (the check that FSDP2
@@ -89,6 +90,8 @@ STRATEGY_ENV = {
     "fsdp2": {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_AUTO_WRAP_POLICY": "TRANSFORMER_BASED_WRAP",
               "FSDP_TRANSFORMER_CLS_TO_WRAP": "LlamaDecoderLayer", "FSDP_RESHARD_AFTER_FORWARD": "true",
               "FSDP_STATE_DICT_TYPE": "FULL_STATE_DICT"},
+    "deepspeed-zero2": {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"},
+    "deepspeed-zero3": {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"},
 }
 
 
@@ -201,9 +204,10 @@ def _torch_peak_from_profiler(prof) -> int:
 
 
 def _sharded(model) -> bool:
-    """Whether the weights are sharded right now: FSDP2's ``fully_shard`` turns them into DTensors in place.
-    Checked after step 1 (the trainer hands back a consolidated, unsharded model at the end)."""
-    return any(type(p).__name__ == "DTensor" for p in model.parameters())
+    """Whether the weights are sharded right now: FSDP2's ``fully_shard`` turns them into DTensors in place, and
+    ZeRO-3 leaves each parameter empty outside its gathers (``ds_id``, numel 0). Checked after step 1 (the
+    trainer hands back a consolidated, unsharded model at the end)."""
+    return any(type(p).__name__ == "DTensor" or (hasattr(p, "ds_id") and p.numel() == 0) for p in model.parameters())
 
 
 def child(args) -> int:

@@ -63,6 +63,12 @@ def test_a_whole_reference_is_refused_under_zero3_only():
         check_supported(Strategy("deepspeed", 3, processes=2), "rmu", full_reference=True)
 
 
+def test_cpu_offload_without_a_gpu_is_refused(launch_env):
+    launch_env(**FSDP2, FSDP_OFFLOAD_PARAMS="true")
+    with pytest.raises(UnlearnError, match=r"CPU offload .* without a GPU use configs/accelerate/fsdp2.yaml"):
+        make_accelerator("cpu")
+
+
 def test_an_unsupported_launch_is_one_line_from_the_cli(cli, launch_env, tmp_path):
     launch_env(ACCELERATE_USE_DEEPSPEED="true", ACCELERATE_DEEPSPEED_ZERO_STAGE="1")
     result = cli("run", "default", "--no-eval", "--out", tmp_path / "out")

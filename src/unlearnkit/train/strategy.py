@@ -109,6 +109,10 @@ def make_accelerator(device: str, mixed_precision: str = "no", local: bool = Fal
     on_cpu = not placed.startswith(("cuda", "mps"))
     if local:  # this process alone, even under a multi-process launch (e.g. rank 0 building a world)
         return Accelerator(mixed_precision=mixed_precision, cpu=on_cpu, **kwargs), strategy
+    if on_cpu and _offloads(strategy):
+        raise UnlearnError("CPU offload (fsdp_offload_params / offload_*_device: cpu) moves weights between a GPU and"
+                           " pinned CPU memory; on a machine without a GPU use configs/accelerate/fsdp2.yaml or"
+                           " deepspeed-zero*.yaml without offload")
     if strategy.name in ("fsdp2", "deepspeed") and on_cpu and world > 1:
         accelerator = Accelerator(mixed_precision=mixed_precision, cpu=True, **kwargs)
         _hand_over(accelerator, strategy)
@@ -121,6 +125,17 @@ def make_accelerator(device: str, mixed_precision: str = "no", local: bool = Fal
     if strategy.name == "ddp" and accelerator.num_processes == 1:
         strategy = Strategy("single")
     return accelerator, replace(strategy, rank=accelerator.process_index, processes=accelerator.num_processes)
+
+
+def _offloads(strategy: Strategy) -> bool:
+    """Whether the launch asks to offload weights or optimizer state to CPU memory."""
+    env = os.environ
+    if strategy.name == "fsdp2":
+        return env.get("FSDP_OFFLOAD_PARAMS", "").lower() in _TRUE
+    if strategy.name == "deepspeed":
+        return "cpu" in (env.get("ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE", ""),
+                         env.get("ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE", ""))
+    return False
 
 
 def _hand_over(accelerator, strategy: Strategy) -> None:
