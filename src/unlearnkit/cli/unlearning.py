@@ -36,6 +36,10 @@ def run(
     Set train.save_every=N to also checkpoint every N steps (what survives a killed process).
 
     \b
+    Several GPUs or nodes: accelerate launch --config_file configs/accelerate/ddp.yaml -m unlearnkit.cli run ...
+    (also fsdp2.yaml, fsdp2-offload.yaml, deepspeed-zero2.yaml, deepspeed-zero3.yaml; see docs/scale.md).
+
+    \b
     Exit status: 0 done; 2 bad input (one `error:` line, nothing written); 3 the safety-regression guard
     rejected the run (report written, no model); 4 the divergence guard stopped training (report and the
     last finite weights written); 130 interrupted; 1 an internal error (a bug: please report it).
