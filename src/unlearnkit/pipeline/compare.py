@@ -13,7 +13,7 @@ compare.png are written into a temporary sibling of the output directory, rename
 A compare recipe (recipes/compare/world.yaml)::
 
     recipe: default                        # the run recipe every method starts from
-    methods: [grad_ascent, npo, simnpo]
+    methods: [grad_ascent, npo, simnpo]     # or: all (every registered method)
     overrides: {npo: [method.beta=0.2]}    # optional, per method
     output_dir: runs/compare
 """
@@ -27,7 +27,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -46,7 +46,7 @@ class CompareRecipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
     description: str = ""
     recipe: str = "default"
-    methods: list[str] = Field(min_length=1)
+    methods: list[str] | Literal["all"] = Field(min_length=1)  # "all": every registered method, in registry order
     overrides: dict[str, list[str]] = Field(default_factory=dict)
     output_dir: str = DEFAULT_OUT
 
@@ -104,7 +104,7 @@ def plan(recipe_name: str | None, methods: list[str] | None, overrides: list[str
         spec = load_compare_recipe(path)
         base_name, out_dir, per_method = spec.recipe, spec.output_dir, {k: list(v) for k, v in spec.overrides.items()}
         base = str(_find(base_name).resolve())
-        known = list(spec.methods)
+        known = METHODS.names() if spec.methods == "all" else list(spec.methods)
         unknown = [m for m in per_method if m not in known]
         if unknown:
             raise UnlearnError(f"{path}: overrides for '{unknown[0]}', which is not in methods: {', '.join(known)}")
