@@ -11,6 +11,7 @@ Functions accept either a model (called on the batch) or a `Reference` (anything
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -39,6 +40,15 @@ def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
     logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
     picked = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     return picked * mask, mask
+
+
+def supervised_logits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The float32 logits that predict each supervised token, (N, V), and those tokens, (N,).
+
+    Rows in batch order, positions left to right: two models' logits on one batch line up row for row.
+    """
+    targets, mask = shifted_labels(labels)
+    return logits[:, :-1][mask].float(), targets[mask]
 
 
 def sequence_logprob_from_logits(logits: torch.Tensor, labels: torch.Tensor, mean: bool = False) -> torch.Tensor:
@@ -88,3 +98,16 @@ def masked_mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Te
     m = mask.to(torch.float32).unsqueeze(-1)
     squared = (a.float() - b.float()) ** 2 * m
     return squared.sum() / (m.sum() * a.shape[-1]).clamp(min=1)
+
+
+def kl_from_uniform(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """KL(U ‖ π) with U uniform over the V-token vocabulary, averaged over the next-token positions where
+    `mask` (B, T−1) is true (position t predicts token t + 1); logits (B, T, V).
+
+    KL(U ‖ π) = −log V − (1/V)·Σ_v log π(v): 0 exactly when π is uniform, positive otherwise. Unlike
+    KL(π ‖ U) = log V − H(π), its gradient in the logits (π − U) does not vanish as π nears one-hot.
+    """
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    per_position = -math.log(logits.shape[-1]) - logp.mean(-1)  # (B, T-1)
+    weights = mask.to(per_position.dtype)
+    return (per_position * weights).sum() / weights.sum().clamp(min=1)

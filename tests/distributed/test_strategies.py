@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from unlearnkit.methods.base import ModelEdit
+from unlearnkit.registry import METHODS
+
 WORKER = Path(__file__).with_name("strategy_worker.py")
 STRATEGIES = {
     "ddp": {},
@@ -24,9 +27,12 @@ STRATEGIES = {
     "deepspeed-zero2": {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"},
     "deepspeed-zero3": {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"},
 }
-# what each strategy refuses, with a line naming the configs that work
-REFUSED = {"ddp": set(), "fsdp2": {"grun", "sku", "task_vector"}, "deepspeed-zero2": {"grun", "sku", "task_vector"},
-           "deepspeed-zero3": {"grun", "sku", "task_vector", "rmu"}}
+# what each strategy refuses, with a line naming the configs that work (derived from the registry): multi-phase
+# weight edits and GRUN's hooked representation edit under any sharding engine, and under ZeRO-3 also every
+# objective that needs the whole frozen model during training
+EDITS = {n for n in METHODS.names() if issubclass(METHODS.get(n), ModelEdit)} | {"grun"}
+WHOLE_REFERENCE = {n for n in METHODS.names() if n not in EDITS and METHODS.build(n).needs_reference() == "model"}
+REFUSED = {"ddp": set(), "fsdp2": EDITS, "deepspeed-zero2": EDITS, "deepspeed-zero3": EDITS | WHOLE_REFERENCE}
 
 
 def _env(extra: dict[str, str]) -> dict[str, str]:
