@@ -92,6 +92,15 @@ class UnlearningMethod:
     def loss(self, model: nn.Module, batch: UnlearnBatch, ref) -> LossOutput:  # pragma: no cover
         raise NotImplementedError
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The method's own training state (step counters, RNG, cached directions) as tensors. The trainer saves it
+        in every checkpoint and gives it back with `load_state_dict` on resume (after `setup`), so a resumed run
+        continues exactly. Empty for stateless objectives."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what `state_dict` returned."""
+
     def loss_terms(self, model: nn.Module, batch: UnlearnBatch, ref) -> list[Callable[[], LossOutput]]:
         """The objective as terms the trainer computes and backpropagates one at a time (their sum is `loss`):
         each item computes its term when called.

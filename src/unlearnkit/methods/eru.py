@@ -107,6 +107,20 @@ class ERU(RetainRegularised):
         self._directions: dict[int, torch.Tensor] | None = None
         self._directions_at = 0
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Call count, the inner attack's RNG and its cached refusal directions: a resumed run continues them."""
+        state = {"calls": torch.tensor([self._calls]), "directions_at": torch.tensor([self._directions_at]),
+                 "generator": self._generator.get_state()}
+        for layer, direction in (self._directions or {}).items():
+            state[f"direction.{layer}"] = direction.detach().cpu()
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self._calls, self._directions_at = int(state["calls"][0]), int(state["directions_at"][0])
+        self._generator.set_state(state["generator"])
+        directions = {int(k.split(".", 1)[1]): v for k, v in state.items() if k.startswith("direction.")}
+        self._directions = directions or None
+
     def attacked_layers(self, model) -> list[int]:
         n_layers = len(decoder_layers(model))
         first, last = (resolve_layers(end, n_layers, field="attack_layers")[0] for end in self.attack_layers)

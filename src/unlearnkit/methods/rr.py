@@ -35,7 +35,7 @@ Choices, from the paper and its code (GraySwanAI/circuit-breakers, lorra_circuit
   0.36 with 6 and to 0.000 with 10 (retain 0.99 → 0.98). With `model.lora` at the paper's train.lr 1e-4
   (LoRA r 16, α 16, 150 steps) set lr_scale 1.
 
-A resumed run restarts t at 0: the trainer does not tell a method its step.
+t is saved in every checkpoint (`state_dict`), so a resumed run continues the schedule exactly.
 """
 
 from __future__ import annotations
@@ -70,6 +70,12 @@ class RR(UnlearningMethod):
             raise UnlearnError(f"alpha and lr_scale must be > 0 and schedule_steps >= 1, got {self.alpha},"
                                f" {self.lr_scale} and {self.schedule_steps}")
         self.setup(None)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"calls": torch.tensor([self._calls])}  # t of the schedule: a resumed run continues it
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self._calls = int(state["calls"][0])
 
     def setup(self, data) -> None:
         """A run's fresh schedule: t = 0."""

@@ -92,7 +92,7 @@ def gather_state(model: nn.Module, optimizer, distributed: bool = True) -> tuple
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, state: tuple[dict, dict], scheduler, step: int,
-                    history: list[dict], trained: list[str]) -> None:
+                    history: list[dict], trained: list[str], method_state: dict[str, torch.Tensor] | None = None) -> None:
     """Write a checkpoint from gathered `state` (rank 0 only): `model` (the unwrapped model, or a skeleton of
     it) saves `state`'s weights with `save_pretrained`; the trainable weights and AdamW moments go to
     trainer_state.safetensors; step, log and schedule to trainer_state.json."""
@@ -105,6 +105,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, state: tuple[dict, dict]
     for name, values in optim["state"].items():
         for key, value in values.items():
             tensors[f"optim.{name}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    for key, value in (method_state or {}).items():  # the method's own state (`UnlearningMethod.state_dict`)
+        tensors[f"method.{key}"] = value.detach().cpu().contiguous()
     tensors["rng.cpu"] = torch.get_rng_state()
     if torch.cuda.is_available():
         for i, rng in enumerate(torch.cuda.get_rng_state_all()):
@@ -138,8 +140,8 @@ def check_checkpoint(path: str | Path) -> Path:
     return path
 
 
-def load_trainer_state(path: str | Path, model: nn.Module, optimizer, scheduler) -> tuple[int, list[dict]]:
-    """Restore trainable weights, optimizer moments and schedule; returns (step, history).
+def load_trainer_state(path: str | Path, model: nn.Module, optimizer, scheduler, method=None) -> tuple[int, list[dict]]:
+    """Restore trainable weights, optimizer moments, schedule and the method's own state; returns (step, history).
 
     Every rank reads the (consolidated) checkpoint and loads it into its own shards (torch's `set_state_dict`),
     so a run resumes under the strategy it was saved with."""
@@ -185,6 +187,8 @@ def load_trainer_state(path: str | Path, model: nn.Module, optimizer, scheduler)
     except (ValueError, KeyError, RuntimeError) as err:
         raise UnlearnError(f"checkpoint {path} does not fit this run's optimizer ({str(err).splitlines()[0]}); resume"
                            " with the same model, method and train settings") from None
+    if method is not None:
+        method.load_state_dict({k[len("method."):]: v for k, v in tensors.items() if k.startswith("method.")})
     if "rng.cpu" in tensors:
         torch.set_rng_state(tensors["rng.cpu"])
     cuda_rng = [tensors[f"rng.cuda.{i}"] for i in range(torch.cuda.device_count()) if f"rng.cuda.{i}" in tensors]

@@ -228,7 +228,7 @@ def train(model: nn.Module, method: UnlearningMethod, data: UnlearnData, cfg: Tr
                          total_params=sum(p.numel() for p in (skeleton or accelerator.unwrap_model(model)).parameters()))
     first_step = 0
     if cfg.resume_from:
-        first_step, result.history = load_trainer_state(cfg.resume_from, model, optimizer, scheduler)
+        first_step, result.history = load_trainer_state(cfg.resume_from, model, optimizer, scheduler, method)
     stream = batch_stream(data, cfg.batch_size, cfg.seed, strategy.rank, strategy.processes,
                           use_retain=method.needs_retain())
     for _ in range(first_step * cfg.grad_accum):
@@ -263,7 +263,7 @@ def train(model: nn.Module, method: UnlearningMethod, data: UnlearnData, cfg: Tr
             state = gather_state(model, optimizer, strategy.processes > 1)  # every rank: FSDP2 gathers the shards
             if strategy.main and not (path / "trainer_state.json").is_file():
                 save_checkpoint(path, skeleton or accelerator.unwrap_model(model), state, scheduler, at,
-                                result.history, trained_names)
+                                result.history, trained_names, method.state_dict())
             if strategy.processes > 1:
                 accelerator.wait_for_everyone()
             return path
