@@ -92,6 +92,11 @@ class UnlearningMethod:
     def loss(self, model: nn.Module, batch: UnlearnBatch, ref) -> LossOutput:  # pragma: no cover
         raise NotImplementedError
 
+    def after_step(self, record: dict[str, float]) -> None:
+        """Called by the trainer after each optimizer step with the step's logged means (every loss part, averaged
+        over micro-batches and ranks, so every rank sees the same numbers): for state that follows the training,
+        e.g. PDU's dual variable. No-op by default."""
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The method's own training state (step counters, RNG, cached directions) as tensors. The trainer saves it
         in every checkpoint and gives it back with `load_state_dict` on resume (after `setup`), so a resumed run

@@ -296,6 +296,7 @@ def train(model: nn.Module, method: UnlearningMethod, data: UnlearnData, cfg: Tr
             step += 1
             record = {"step": step, **sums, "lr": scheduler.get_last_lr()[0], "grad_norm": float(norm)}
             result.history.append(record)
+            method.after_step(record)  # e.g. PDU's dual ascent, on the rank-averaged means
             tracking.log({k: v for k, v in record.items() if k != "step"}, step)
             if log_file is not None and (step % cfg.log_every == 0 or step == total):
                 log_file.write(json.dumps(record) + "\n")
