@@ -211,3 +211,52 @@ def cli(env):
         return runner.invoke(app, [str(a) for a in args], env=env)
 
     return invoke
+
+
+@pytest.fixture
+def references(monkeypatch) -> list:
+    """Every `Reference` the trainer builds during the test (to prove what a method does and does not build)."""
+    import unlearnkit.train.loop as train_module
+    from unlearnkit.train.reference import Reference
+
+    made: list = []
+
+    class Recording(Reference):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(train_module, "Reference", Recording)
+    return made
+
+
+class _FixedLogits(torch.nn.Module):
+    """A "model" whose logits are one trainable (1, T, V) tensor, whatever the input: hand-checked loss values
+    and logit gradients."""
+
+    def __init__(self, z: torch.Tensor):
+        super().__init__()
+        self.z = torch.nn.Parameter(z.clone())
+
+    def forward(self, input_ids, attention_mask=None):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(logits=self.z)
+
+
+@pytest.fixture(name="fixed_logits", scope="session")
+def _fixed_logits_fixture():
+    """`fixed_logits(z)`: a model whose logits are the trainable tensor z (1, T, V)."""
+    return _FixedLogits
+
+
+@pytest.fixture(name="one_row", scope="session")
+def _one_row_fixture():
+    """`one_row(labels)`: an UnlearnBatch of one row whose labels are `labels` (−100: not supervised)."""
+    from unlearnkit.data.batch import TokenBatch, UnlearnBatch
+
+    def one_row(labels: list[int]) -> UnlearnBatch:
+        ids = torch.tensor([[max(t, 0) for t in labels]])
+        return UnlearnBatch(TokenBatch(ids, torch.ones_like(ids), torch.tensor([labels])))
+
+    return one_row

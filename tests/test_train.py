@@ -13,7 +13,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import unlearnkit.train.loop as train_module
 from unlearnkit.data.batch import collate
 from unlearnkit.data.pairing import UnlearnData, epoch_batches
 from unlearnkit.errors import UnlearnError
@@ -257,20 +256,6 @@ def test_unknown_scheduler_is_a_user_error(train_tiny):
 
 
 # ---------------------------------------------------------------- the reference
-
-
-@pytest.fixture
-def references(monkeypatch) -> list[Reference]:
-    """Every Reference the trainer builds during the test."""
-    made: list[Reference] = []
-
-    class Recording(Reference):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            made.append(self)
-
-    monkeypatch.setattr(train_module, "Reference", Recording)
-    return made
 
 
 def precompute_batches(data: UnlearnData, ref_batch_size: int = 32) -> int:

@@ -12,27 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import unlearnkit.train.loop as train_module
 from unlearnkit.data.batch import UnlearnBatch, collate
 from unlearnkit.losses import nll
 from unlearnkit.methods.idk_ap import IDKAP, with_answers_of
 from unlearnkit.model import LoraSpec, wrap_lora
 from unlearnkit.registry import METHODS
-from unlearnkit.train.reference import Reference
-
-
-@pytest.fixture
-def references(monkeypatch) -> list[Reference]:
-    """Every Reference the trainer builds during the test."""
-    made: list[Reference] = []
-
-    class Recording(Reference):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            made.append(self)
-
-    monkeypatch.setattr(train_module, "Reference", Recording)
-    return made
 
 
 class UniformModel(nn.Module):

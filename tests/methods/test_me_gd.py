@@ -9,27 +9,11 @@ import math
 import pytest
 import torch
 
-import unlearnkit.train.loop as train_module
 from unlearnkit.errors import UnlearnError
 from unlearnkit.losses import nll
 from unlearnkit.methods.me_gd import MEGD
 from unlearnkit.model import LoraSpec, wrap_lora
 from unlearnkit.registry import METHODS
-from unlearnkit.train.reference import Reference
-
-
-@pytest.fixture
-def references(monkeypatch) -> list[Reference]:
-    """Every Reference the trainer builds during the test."""
-    made: list[Reference] = []
-
-    class Recording(Reference):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            made.append(self)
-
-    monkeypatch.setattr(train_module, "Reference", Recording)
-    return made
 
 
 def uniform(model):

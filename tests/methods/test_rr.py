@@ -9,27 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import unlearnkit.train.loop as train_module
 from unlearnkit.errors import UnlearnError
 from unlearnkit.methods.rr import RR
 from unlearnkit.model import LoraSpec, tiny_llama, wrap_lora
 from unlearnkit.registry import METHODS
 from unlearnkit.train import freeze_except
 from unlearnkit.train.reference import Reference
-
-
-@pytest.fixture
-def references(monkeypatch) -> list[Reference]:
-    """Every Reference the trainer builds during the test."""
-    made: list[Reference] = []
-
-    class Recording(Reference):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            made.append(self)
-
-    monkeypatch.setattr(train_module, "Reference", Recording)
-    return made
 
 
 def names_of(model, params) -> set[str]:

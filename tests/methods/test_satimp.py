@@ -3,44 +3,15 @@ authors', not OpenUnlearning's YAML), and no reference model. Run: pytest tests/
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 
 import pytest
 import torch
-from torch import nn
 
-import unlearnkit.train.loop as train_module
 from unlearnkit.data.batch import IGNORE_INDEX, TokenBatch, UnlearnBatch
 from unlearnkit.methods.grad_ascent import GradAscent
 from unlearnkit.methods.satimp import SatImp
 from unlearnkit.methods.wga import WGA
 from unlearnkit.registry import METHODS
-from unlearnkit.train.reference import Reference
-
-
-class FixedLogits(nn.Module):
-    """A "model" whose logits are one trainable (1, T, V) tensor, whatever the input."""
-
-    def __init__(self, z: torch.Tensor):
-        super().__init__()
-        self.z = nn.Parameter(z.clone())
-
-    def forward(self, input_ids, attention_mask=None):
-        return SimpleNamespace(logits=self.z)
-
-
-@pytest.fixture
-def references(monkeypatch) -> list[Reference]:
-    """Every Reference the trainer builds during the test."""
-    made: list[Reference] = []
-
-    class Recording(Reference):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            made.append(self)
-
-    monkeypatch.setattr(train_module, "Reference", Recording)
-    return made
 
 
 def grads(model, loss) -> list[torch.Tensor]:
@@ -66,10 +37,10 @@ def test_importance_exponent_zero_is_wga(fitted_model, toy_batch, beta):
                           satimp.loss(fitted_model, toy_batch, None), fitted_model)
 
 
-def test_value_and_logit_gradient_by_hand():
+def test_value_and_logit_gradient_by_hand(fixed_logits):
     # Positions 0 and 1 predict labels 2 and 0 (after the shift); p = softmax(z) = 0.5 and 0.9.
     z = torch.log(torch.tensor([[[0.2, 0.3, 0.5], [0.9, 0.05, 0.05], [1 / 3, 1 / 3, 1 / 3]]]))
-    model = FixedLogits(z)
+    model = fixed_logits(z)
     ids = torch.tensor([[0, 2, 0]])
     batch = UnlearnBatch(TokenBatch(ids, torch.ones_like(ids), torch.tensor([[IGNORE_INDEX, 2, 0]])))
     out = SatImp(beta1=2.0, beta2=3.0, forget_weight=0.5, retain_weight=0.0).loss(model, batch, None)

@@ -4,44 +4,16 @@ Run: pytest tests/methods/test_undial.py -q"""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 
 import pytest
 import torch
-from torch import nn
 
-import unlearnkit.train.loop as train_module
 from unlearnkit.data.batch import IGNORE_INDEX, TokenBatch, UnlearnBatch
 from unlearnkit.losses import logits_of
 from unlearnkit.methods.undial import UNDIAL
 from unlearnkit.model import LoraSpec, wrap_lora
 from unlearnkit.registry import METHODS
 from unlearnkit.train.reference import Reference
-
-
-class FixedLogits(nn.Module):
-    """A "model" whose logits are one trainable (1, T, V) tensor, whatever the input."""
-
-    def __init__(self, z: torch.Tensor):
-        super().__init__()
-        self.z = nn.Parameter(z.clone())
-
-    def forward(self, input_ids, attention_mask=None):
-        return SimpleNamespace(logits=self.z)
-
-
-@pytest.fixture
-def references(monkeypatch) -> list[Reference]:
-    """Every Reference the trainer builds during the test."""
-    made: list[Reference] = []
-
-    class Recording(Reference):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            made.append(self)
-
-    monkeypatch.setattr(train_module, "Reference", Recording)
-    return made
 
 
 def test_beta_zero_has_zero_gradient_at_the_start(fitted_model, toy_batch):
@@ -55,11 +27,11 @@ def test_beta_zero_has_zero_gradient_at_the_start(fitted_model, toy_batch):
     assert max(g.abs().max().item() for g in torch.autograd.grad(pushed.total, params)) > 1e-3
 
 
-def test_teacher_lowers_only_the_answer_token_at_answer_positions():
+def test_teacher_lowers_only_the_answer_token_at_answer_positions(fixed_logits):
     # Positions 0..3; labels [-100, -100, 2, 0]: positions 1 and 2 predict answer tokens 2 and 0.
     torch.manual_seed(0)
     z = torch.randn(1, 4, 5)
-    model = FixedLogits(z)
+    model = fixed_logits(z)
     ids = torch.tensor([[3, 4, 2, 0]])
     batch = UnlearnBatch(TokenBatch(ids, torch.ones_like(ids), torch.tensor([[IGNORE_INDEX, IGNORE_INDEX, 2, 0]])))
     beta = 3.0

@@ -4,49 +4,15 @@ differentiated; no reference model is built. Run: pytest tests/methods/test_wga.
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
-from torch import nn
 
-import unlearnkit.train.loop as train_module
-from unlearnkit.data.batch import IGNORE_INDEX, TokenBatch, UnlearnBatch
+from unlearnkit.data.batch import IGNORE_INDEX
 from unlearnkit.losses import nll
 from unlearnkit.methods.grad_ascent import GradAscent
 from unlearnkit.methods.wga import WGA
 from unlearnkit.registry import METHODS
-from unlearnkit.train.reference import Reference
-
-
-class FixedLogits(nn.Module):
-    """A "model" whose logits are one trainable (1, T, V) tensor, whatever the input."""
-
-    def __init__(self, z: torch.Tensor):
-        super().__init__()
-        self.z = nn.Parameter(z.clone())
-
-    def forward(self, input_ids, attention_mask=None):
-        return SimpleNamespace(logits=self.z)
-
-
-def one_row(labels: list[int]) -> UnlearnBatch:
-    ids = torch.tensor([[max(t, 0) for t in labels]])
-    return UnlearnBatch(TokenBatch(ids, torch.ones_like(ids), torch.tensor([labels])))
-
-
-@pytest.fixture
-def references(monkeypatch) -> list[Reference]:
-    """Every Reference the trainer builds during the test."""
-    made: list[Reference] = []
-
-    class Recording(Reference):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            made.append(self)
-
-    monkeypatch.setattr(train_module, "Reference", Recording)
-    return made
 
 
 def grads(model, loss) -> list[torch.Tensor]:
@@ -72,10 +38,10 @@ def test_beta_one_scales_each_token_by_its_probability(fitted_model, toy_batch):
 
 
 @pytest.mark.parametrize("beta", [0.5, 1.0, 3.0])
-def test_value_and_logit_gradient_by_hand(beta):
+def test_value_and_logit_gradient_by_hand(fixed_logits, one_row, beta):
     # Positions 0 and 1 predict labels 2 and 0 (after the shift); p = softmax(z).
     z = torch.log(torch.tensor([[[0.2, 0.3, 0.5], [0.6, 0.1, 0.3], [1 / 3, 1 / 3, 1 / 3]]]))
-    model = FixedLogits(z)
+    model = fixed_logits(z)
     out = WGA(beta=beta, retain_weight=0.0).loss(model, one_row([IGNORE_INDEX, 2, 0]), None)
     p = torch.tensor([0.5, 0.6])
     assert out.parts["forget"].item() == pytest.approx((p ** beta * p.log()).mean().item(), abs=1e-6)
