@@ -32,7 +32,9 @@ STRATEGIES = {
 # objective that needs the whole frozen model during training
 EDITS = {n for n in METHODS.names() if issubclass(METHODS.get(n), ModelEdit)} | {"grun"}
 WHOLE_REFERENCE = {n for n in METHODS.names() if n not in EDITS and METHODS.build(n).needs_reference() == "model"}
-REFUSED = {"ddp": set(), "fsdp2": EDITS, "deepspeed-zero2": EDITS, "deepspeed-zero3": EDITS | WHOLE_REFERENCE}
+INNER_BACKWARD = {n for n in METHODS.names() if n not in EDITS and METHODS.build(n).runs_inner_backward()}
+REFUSED = {"ddp": set(), "fsdp2": EDITS, "deepspeed-zero2": EDITS | INNER_BACKWARD,
+           "deepspeed-zero3": EDITS | WHOLE_REFERENCE | INNER_BACKWARD}
 
 
 def _env(extra: dict[str, str]) -> dict[str, str]:

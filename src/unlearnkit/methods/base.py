@@ -73,6 +73,11 @@ class UnlearningMethod:
     def needs_retain(self) -> bool:
         return self.uses_retain
 
+    def runs_inner_backward(self) -> bool:
+        """Whether the loss runs backward passes of its own (an inner adversary such as latent PGD): DeepSpeed's
+        engine hooks every backward through the model, so the trainer refuses such a method under DeepSpeed."""
+        return False
+
     def prepare(self, model: nn.Module) -> Iterable[nn.Parameter]:
         """Attach adapters or choose what to train. Everything not returned is frozen.
 

@@ -107,6 +107,9 @@ class ERU(RetainRegularised):
         self._directions: dict[int, torch.Tensor] | None = None
         self._directions_at = 0
 
+    def runs_inner_backward(self) -> bool:
+        return self.inner_attack == "pgd"  # latent PGD differentiates the model inside the loss
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Call count, the inner attack's RNG and its cached refusal directions: a resumed run continues them."""
         state = {"calls": torch.tensor([self._calls]), "directions_at": torch.tensor([self._directions_at]),

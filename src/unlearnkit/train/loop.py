@@ -15,6 +15,7 @@ continue exactly there. A second Ctrl-C stops at once.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import signal
@@ -198,8 +199,9 @@ def train(model: nn.Module, method: UnlearningMethod, data: UnlearnData, cfg: Tr
         enable_gradient_checkpointing(model)
     kind = method.needs_reference()
     name = getattr(method, "registry_name", type(method).__name__)
-    check_supported(strategy, name, representation_edit=has_edits(model),
+    check_supported(strategy, name, representation_edit=has_edits(model), inner_backward=method.runs_inner_backward(),
                     full_reference=kind == "model" and not shares_weights(model))
+    data = dataclasses.replace(data, extra=dict(data.extra))  # a method may add views in setup (AltPO): not to the caller's
     method.setup(data)
     reference = None
     if kind == "model":  # after prepare: LoRA adapters / edits exist, so the reference can share weights

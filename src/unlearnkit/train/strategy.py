@@ -165,7 +165,7 @@ def _forget_other_precision(mixed_precision: str, world: int) -> None:
 
 
 def check_supported(strategy: Strategy, what: str, *, model_edit: bool = False, representation_edit: bool = False,
-                    full_reference: bool = False) -> None:
+                    full_reference: bool = False, inner_backward: bool = False) -> None:
     """Refuse, naming the strategies that work, what cannot run under `strategy`."""
     if strategy.name not in ("fsdp2", "deepspeed"):
         return
@@ -175,6 +175,9 @@ def check_supported(strategy: Strategy, what: str, *, model_edit: bool = False, 
     if representation_edit:
         raise UnlearnError(f"{what} hooks its edit into the frozen model's blocks, which is not supported under"
                            f" {strategy.label}; run it on one process or under DDP (configs/accelerate/ddp.yaml)")
+    if inner_backward and strategy.name == "deepspeed":
+        raise UnlearnError(f"{what} runs backward passes inside its loss (a latent adversary), which DeepSpeed's engine"
+                           " intercepts; use FSDP2 (configs/accelerate/fsdp2.yaml) or DDP (configs/accelerate/ddp.yaml)")
     if full_reference and strategy.name == "deepspeed" and strategy.shards_parameters:
         raise UnlearnError(f"{what} needs the whole frozen reference model during training, which unlearnkit does not"
                            f" shard under {strategy.label}; use FSDP2 (configs/accelerate/fsdp2.yaml), ZeRO-2, or LoRA"
