@@ -27,13 +27,11 @@ towards 1; ``torch_peak`` and ``rss_growth`` are the sharper comparisons.
 Why the default pair. ``npo`` and ``grad_diff`` have the same retain term (NLL on the retain batch,
 weight 1: both are ``RetainRegularised``) and differ only in the forget term: GD's is ``-NLL``, NPO's
 needs log π_ref(y|x) of each forget row under the frozen starting model. So with a retain set in both
-runs the ratio isolates what the reference costs. Naively that is a second copy of the weights for
-the whole run (+1× weights on top of weights + grads + 2× AdamW state ≈ +25%). But NPO declares
-``needs_reference() == "logprobs"`` and the forget set is fixed, so the trainer
-(``unlearnkit/train/reference.py``) deep-copies the model, precomputes the reference sequence log-probs
-of every forget/extra row once — before the optimizer state exists — caches them by row content, and
-*releases* the copy. During training NPO then reads the cache and holds nothing GD does not. (With
-``retain_loss: kl`` the copy must stay; the ratio then grows by ≈ one set of weights.)
+runs the ratio isolates what the reference costs. Naively that is a second copy of the weights for the whole
+run (+1× weights on top of weights + grads + 2× AdamW state ≈ +25%). But NPO needs only cached log-probs of the
+fixed forget rows (``needs_reference() == "logprobs"``), which the trainer computes with the model itself before
+the first step (``Reference.cached``): no copy at all. (With ``retain_loss: kl`` a frozen copy is needed and kept;
+the ratio then grows by ≈ one set of weights.)
 ``--no-retain`` drops the retain set from both runs (compare e.g. ``npo`` with ``grad_ascent`` then).
 
     python bench/memory_ratio.py                           # npo vs grad_diff, both with a retain set
@@ -48,19 +46,12 @@ allocator's slack — moves much less. Read ``torch_peak`` (printed on the same 
 trusting an RSS ratio near the target.
 
 Several processes. ``--processes N --strategy {ddp,fsdp2,deepspeed-zero2,deepspeed-zero3}`` measures ONE method (``--method``) trained
-data-parallel in N CPU processes: ``python -m torch.distributed.run --standalone --nproc_per_node N
-bench/memory_ratio.py --child METHOD ...``. The strategy reaches the trainer the way ``accelerate
-launch`` passes it, through the environment: for ``fsdp2`` ``ACCELERATE_USE_FSDP=true``,
-``FSDP_VERSION=2``, ``FSDP_AUTO_WRAP_POLICY=TRANSFORMER_BASED_WRAP``,
-``FSDP_TRANSFORMER_CLS_TO_WRAP=LlamaDecoderLayer``, ``FSDP_RESHARD_AFTER_FORWARD=true``,
-``FSDP_STATE_DICT_TYPE=FULL_STATE_DICT``; for DeepSpeed ``ACCELERATE_USE_DEEPSPEED=true`` and
-``ACCELERATE_DEEPSPEED_ZERO_STAGE``; for ``ddp`` none (any ``ACCELERATE_*``/``FSDP_*`` variables
-of the caller are removed); ``OMP_NUM_THREADS=1`` always. Every rank reports its ``peak_rss`` and
-``rss_growth``, and ``torch_peak`` (on CPU from a second, profiled launch; on CUDA, one GPU per rank,
-``max_memory_allocated``), and whether its weights were DTensors after step 1 (the check that FSDP2
-really sharded them). Run it once per strategy and compare the ranks' ``torch_peak`` (sharper) and
-``rss_growth``: with FSDP2 each rank holds about 1/N of the weights, gradients and optimizer state, so
-its peak should be below DDP's by about (1 − 1/N) of those (less what activations add).
+data-parallel in N CPU processes (``torch.distributed.run``), the strategy passed through the environment
+variables ``accelerate launch`` sets (``STRATEGY_ENV`` below; the caller's ``ACCELERATE_*``/``FSDP_*`` are
+removed; ``OMP_NUM_THREADS=1``). Every rank reports ``peak_rss``, ``rss_growth``, ``torch_peak`` and whether
+its weights were sharded after step 1. With FSDP2 / ZeRO-3 each rank holds about 1/N of the weights, gradients
+and optimizer state, so its peak should fall below DDP's by about (1 − 1/N) of those, less what activations and
+the engine's own buffers add. DeepSpeed frees storage in ways the CPU profiler does not see: read RSS there.
 
 Cost: 2·repeats + 2 children, each ≈ 10–30 s on one shared core with the defaults (≈ 1.5–2 min).
 ``--processes 2``: two launches of 2 ranks (RSS, then profiled for ``torch_peak``; ``--no-torch-peak`` skips
