@@ -8,9 +8,10 @@ Two ways to hold it:
 * representation edits (GRUN, `unlearnkit.model.edits`): the same frozen model with the edits switched
   off — again no copy.
 
-Methods that need only sequence log-probs of fixed data (NPO, DPO) get them from a cache keyed
-by each row's content: the trainer precomputes every forget/extra sequence once before training
-and can then release the copy, so NPO costs no more memory than gradient ascent.
+Methods that need only sequence log-probs of fixed data (NPO, DPO) get them from a cache keyed by each
+row's content: the trainer computes every forget/extra sequence once with the model itself, before the first
+step (`Reference.cached`; sharded or not), and keeps only the cache, so NPO costs no more memory than gradient
+ascent. Under FSDP2 a method that needs the whole frozen model gets a copy sharded like the model (`shard`).
 """
 
 from __future__ import annotations
