@@ -37,7 +37,8 @@ from unlearnkit.model.hooks import base_causal_lm
 from unlearnkit.train.checkpoint import consolidate, gather_state, load_trainer_state, meta_skeleton, save_checkpoint
 from unlearnkit.train import deepspeed_state
 from unlearnkit.train.reference import Reference, shares_weights
-from unlearnkit.train.strategy import check_supported, make_accelerator
+from unlearnkit.train.sam import ascent_backward
+from unlearnkit.train.strategy import check_supported, fsdp2_sharder, make_accelerator, reshard
 
 
 @dataclass
@@ -61,6 +62,7 @@ class TrainConfig:
     resume_from: str | None = None  # a checkpoint dir written by this trainer
     progress: bool = True
     local: bool = False  # train in this process alone under a multi-process launch (world builds on one rank)
+    sam_rho: float = 0.0  # > 0: the forget term's gradient at θ + ρ·g/‖g‖ (`train.sam`); 0: off
     gradient_checkpointing: bool = False  # recompute block activations in the backward (memory for compute)
     report_to: list[str] = field(default_factory=list)  # accelerate trackers: tensorboard, wandb, mlflow, ...
     device: str = "auto"  # auto | cpu | cuda | cuda:N (`model.loading.resolve_device`); the recipe's model.device
@@ -199,6 +201,11 @@ def train(model: nn.Module, method: UnlearningMethod, data: UnlearnData, cfg: Tr
         enable_gradient_checkpointing(model)
     kind = method.needs_reference()
     name = getattr(method, "registry_name", type(method).__name__)
+    if cfg.sam_rho and (cfg.grad_accum > 1 or strategy.name == "deepspeed"):
+        from unlearnkit.errors import UnlearnError
+
+        raise UnlearnError("train.sam_rho needs train.grad_accum=1 and a strategy other than DeepSpeed (one process,"
+                           " DDP or FSDP2); raise train.batch_size instead of grad_accum")
     check_supported(strategy, name, representation_edit=has_edits(model), inner_backward=method.runs_inner_backward(),
                     full_reference=kind == "model" and not shares_weights(model))
     data = dataclasses.replace(data, extra=dict(data.extra))  # a method may add views in setup (AltPO): not to the caller's
@@ -206,7 +213,7 @@ def train(model: nn.Module, method: UnlearningMethod, data: UnlearnData, cfg: Tr
     reference = None
     if kind == "model":  # after prepare: LoRA adapters / edits exist, so the reference can share weights
         reference = Reference.from_model(model, autocast=accelerator.autocast,
-                                         shard=_sharder(accelerator) if strategy.name == "fsdp2" else None)
+                                         shard=fsdp2_sharder(accelerator) if strategy.name == "fsdp2" else None)
     # sharded (or engine-held) weights are consolidated into this plain copy of the module tree after training
     skeleton = meta_skeleton(model) if strategy.name in ("fsdp2", "deepspeed") else None
 
@@ -223,7 +230,7 @@ def train(model: nn.Module, method: UnlearningMethod, data: UnlearnData, cfg: Tr
         reference = Reference.cached(accelerator.unwrap_model(model), (
             collate(view[i : i + ref_batch_size], data.pad_id).to(accelerator.device)
             for view in views for i in range(0, len(view), ref_batch_size)), autocast=accelerator.autocast)
-        _reshard(model)
+        reshard(model)
 
     result = TrainResult(model=model, trained_names=trained_names,
                          trainable_params=sum(p.numel() for p in (skeleton or model).parameters() if p.requires_grad),
@@ -272,7 +279,8 @@ def train(model: nn.Module, method: UnlearningMethod, data: UnlearnData, cfg: Tr
 
         while step < total:
             watch["finite"] = None
-            sums, problem = _one_step(model, method, stream, reference, accelerator, strategy, cfg.grad_accum)
+            sums, problem = _one_step(model, method, stream, reference, accelerator, strategy, cfg.grad_accum,
+                                      params, cfg.sam_rho)
             if problem is None and watch["finite"] is not None and not bool(watch["finite"]):
                 problem = "non-finite logits"
             if _any_rank(problem is not None, strategy, accelerator.device):
@@ -328,7 +336,8 @@ def train(model: nn.Module, method: UnlearningMethod, data: UnlearnData, cfg: Tr
     return result
 
 
-def _one_step(model, method, stream, reference, accelerator, strategy, grad_accum: int) -> tuple[dict, str | None]:
+def _one_step(model, method, stream, reference, accelerator, strategy, grad_accum: int, params=(),
+              sam_rho: float = 0.0) -> tuple[dict, str | None]:
     """Forward and backward every term of every micro-batch of one optimizer step; returns the logged means
     (averaged over ranks) and the first problem seen on this rank.
 
@@ -342,16 +351,24 @@ def _one_step(model, method, stream, reference, accelerator, strategy, grad_accu
         terms = method.loss_terms(model, batch, reference)
         for index, term_fn in enumerate(terms):
             last = micro == grad_accum - 1 and index == len(terms) - 1
-            alone = last or strategy.processes == 1 or strategy.name == "deepspeed"  # (DeepSpeed: the boundary)
-            with (contextlib.nullcontext() if alone else accelerator.no_sync(model)), accelerator.autocast():
-                term = term_fn()
-                if problem is None and not torch.isfinite(term.total.detach()):
-                    problem = "non-finite loss"
-                if strategy.name == "deepspeed":  # the trainer marks the step's boundary; the engine reduces there
-                    model.set_gradient_accumulation_boundary(last)
-                    model.backward(term.total / grad_accum)
-                else:
-                    accelerator.backward(term.total / grad_accum)
+
+            def run(fn, sync: bool, last=last):
+                alone = sync or strategy.processes == 1 or strategy.name == "deepspeed"  # (DeepSpeed: the boundary)
+                with (contextlib.nullcontext() if alone else accelerator.no_sync(model)), accelerator.autocast():
+                    out = fn()
+                    if strategy.name == "deepspeed":  # the trainer marks the step's boundary; the engine reduces there
+                        model.set_gradient_accumulation_boundary(last)
+                        model.backward(out.total / grad_accum)
+                    else:
+                        accelerator.backward(out.total / grad_accum)
+                return out
+
+            if sam_rho and index == 0:  # train.sam_rho: the forget term's gradient at the ascent point
+                term = ascent_backward(run, term_fn, params, sam_rho, last)
+            else:
+                term = run(term_fn, last)
+            if problem is None and not torch.isfinite(term.total.detach()):
+                problem = "non-finite loss"
             for key, value in {"loss": term.total, **term.parts}.items():
                 sums[key] = sums.get(key, 0.0) + value.detach().float() / grad_accum
     keys = sorted(sums)
@@ -369,23 +386,6 @@ def enable_gradient_checkpointing(model: nn.Module) -> None:
 
         raise UnlearnError(f"train.gradient_checkpointing: {type(lm).__name__} does not support it; set it to false")
     lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-
-
-def _sharder(accelerator) -> Callable[[nn.Module], nn.Module]:
-    """Shard a frozen module the way the trained model is sharded (accelerate's FSDP2 preparation)."""
-    from accelerate.utils.fsdp_utils import fsdp2_prepare_model
-
-    return lambda module: fsdp2_prepare_model(accelerator, module)
-
-
-def _reshard(model: nn.Module) -> None:
-    """Back to sharded parameters after forwards outside training (FSDP2 keeps the root's gathered weights after a
-    forward until its backward, and the optimizer holds the sharded ones); a no-op for unsharded models."""
-    from torch.distributed.fsdp import FSDPModule
-
-    for module in model.modules():
-        if isinstance(module, FSDPModule):
-            module.reshard()
 
 
 def _any_rank(flag: bool, strategy, device) -> bool:

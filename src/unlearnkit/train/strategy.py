@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import torch
+from torch import nn
 
 from unlearnkit.errors import UnlearnError
 
@@ -182,3 +184,20 @@ def check_supported(strategy: Strategy, what: str, *, model_edit: bool = False, 
         raise UnlearnError(f"{what} needs the whole frozen reference model during training, which unlearnkit does not"
                            f" shard under {strategy.label}; use FSDP2 (configs/accelerate/fsdp2.yaml), ZeRO-2, or LoRA"
                            " (model.lora.r: the reference is the same model with its adapters off)")
+
+
+def fsdp2_sharder(accelerator) -> Callable[[nn.Module], nn.Module]:
+    """Shard a frozen module the way the trained model is sharded (accelerate's FSDP2 preparation)."""
+    from accelerate.utils.fsdp_utils import fsdp2_prepare_model
+
+    return lambda module: fsdp2_prepare_model(accelerator, module)
+
+
+def reshard(model: nn.Module) -> None:
+    """Back to sharded parameters after forwards outside training (FSDP2 keeps the root's gathered weights after a
+    forward until its backward, and the optimizer holds the sharded ones); a no-op for unsharded models."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
