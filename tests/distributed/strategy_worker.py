@@ -78,11 +78,12 @@ def trajectory(out: Path) -> dict:
                          "resumed": [h["loss"] for h in resumed.history], "seen": seen,
                          "weights": weights(full.model), "resumed_weights": weights(resumed.model),
                          "checkpoints": sorted(p.name for p in (out / name / "checkpoints").iterdir())}
-    try:  # sharpness-aware unlearning: the ascent point must be the same on every rank
-        sam = train(model(), METHODS.build("grad_diff"), data(), settings(3, sam_rho=0.05))
-        results["sam"] = {"losses": [h["loss"] for h in sam.history], "weights": weights(sam.model)}
-    except UnlearnError as err:
-        results["sam"] = {"error": str(err)}
+    for key, modifier in (("sam", {"sam_rho": 0.05}), ("gru", {"gru": True})):  # the same global gradients everywhere
+        try:
+            run = train(model(), METHODS.build("grad_diff"), data(), settings(3, **modifier))
+            results[key] = {"losses": [h["loss"] for h in run.history], "weights": weights(run.model)}
+        except UnlearnError as err:
+            results[key] = {"error": str(err)}
     return results
 
 

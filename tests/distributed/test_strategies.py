@@ -88,12 +88,13 @@ def test_two_processes_train_what_one_process_trains(strategy, alone, tmp_path):
         for step, (rows0, rows1) in enumerate(zip(ranks[0], ranks[1])):
             assert not set(map(tuple, rows0)) & set(map(tuple, rows1)), f"{name} step {step + 1}"
             assert sorted(rows0 + rows1) == sorted(one["seen"][step])
-    # train.sam_rho: one ascent point for all ranks (DeepSpeed refuses it in one line)
-    if strategy.startswith("deepspeed"):
-        assert "train.sam_rho needs" in two["sam"]["error"]
-    else:
-        assert two["sam"]["losses"] == pytest.approx(alone["trajectory"]["sam"]["losses"], rel=1e-5, abs=1e-6)
-        _same_weights(alone["trajectory"]["sam"]["weights"], two["sam"]["weights"])
+    # train.sam_rho and train.gru modify the global gradients: the same on every rank (DeepSpeed refuses them)
+    for key, field in (("sam", "train.sam_rho"), ("gru", "train.gru")):
+        if strategy.startswith("deepspeed"):
+            assert f"{field} needs" in two[key]["error"]
+        else:
+            assert two[key]["losses"] == pytest.approx(alone["trajectory"][key]["losses"], rel=1e-5, abs=1e-6)
+            _same_weights(alone["trajectory"][key]["weights"], two[key]["weights"])
 
 
 @pytest.mark.slow

@@ -37,7 +37,7 @@ from unlearnkit.model.hooks import base_causal_lm
 from unlearnkit.train.checkpoint import consolidate, gather_state, load_trainer_state, meta_skeleton, save_checkpoint
 from unlearnkit.train import deepspeed_state
 from unlearnkit.train.reference import Reference, shares_weights
-from unlearnkit.train.sam import ascent_backward
+from unlearnkit.train.modifiers import ascent_backward, check_modifiers, rectify
 from unlearnkit.train.strategy import check_supported, fsdp2_sharder, make_accelerator, reshard
 
 
@@ -62,7 +62,8 @@ class TrainConfig:
     resume_from: str | None = None  # a checkpoint dir written by this trainer
     progress: bool = True
     local: bool = False  # train in this process alone under a multi-process launch (world builds on one rank)
-    sam_rho: float = 0.0  # > 0: the forget term's gradient at θ + ρ·g/‖g‖ (`train.sam`); 0: off
+    sam_rho: float = 0.0  # > 0: the forget term's gradient at θ + ρ·g/‖g‖ (`train.modifiers`); 0: off
+    gru: bool = False  # remove from the forget gradient its conflict with the retain gradient (`train.modifiers`)
     gradient_checkpointing: bool = False  # recompute block activations in the backward (memory for compute)
     report_to: list[str] = field(default_factory=list)  # accelerate trackers: tensorboard, wandb, mlflow, ...
     device: str = "auto"  # auto | cpu | cuda | cuda:N (`model.loading.resolve_device`); the recipe's model.device
@@ -201,11 +202,7 @@ def train(model: nn.Module, method: UnlearningMethod, data: UnlearnData, cfg: Tr
         enable_gradient_checkpointing(model)
     kind = method.needs_reference()
     name = getattr(method, "registry_name", type(method).__name__)
-    if cfg.sam_rho and (cfg.grad_accum > 1 or strategy.name == "deepspeed"):
-        from unlearnkit.errors import UnlearnError
-
-        raise UnlearnError("train.sam_rho needs train.grad_accum=1 and a strategy other than DeepSpeed (one process,"
-                           " DDP or FSDP2); raise train.batch_size instead of grad_accum")
+    check_modifiers(cfg, strategy, method)
     check_supported(strategy, name, representation_edit=has_edits(model), inner_backward=method.runs_inner_backward(),
                     full_reference=kind == "model" and not shares_weights(model))
     data = dataclasses.replace(data, extra=dict(data.extra))  # a method may add views in setup (AltPO): not to the caller's
@@ -280,7 +277,7 @@ def train(model: nn.Module, method: UnlearningMethod, data: UnlearnData, cfg: Tr
         while step < total:
             watch["finite"] = None
             sums, problem = _one_step(model, method, stream, reference, accelerator, strategy, cfg.grad_accum,
-                                      params, cfg.sam_rho)
+                                      params, cfg.sam_rho, cfg.gru)
             if problem is None and watch["finite"] is not None and not bool(watch["finite"]):
                 problem = "non-finite logits"
             if _any_rank(problem is not None, strategy, accelerator.device):
@@ -337,7 +334,7 @@ def train(model: nn.Module, method: UnlearningMethod, data: UnlearnData, cfg: Tr
 
 
 def _one_step(model, method, stream, reference, accelerator, strategy, grad_accum: int, params=(),
-              sam_rho: float = 0.0) -> tuple[dict, str | None]:
+              sam_rho: float = 0.0, gru: bool = False) -> tuple[dict, str | None]:
     """Forward and backward every term of every micro-batch of one optimizer step; returns the logged means
     (averaged over ranks) and the first problem seen on this rank.
 
@@ -364,13 +361,17 @@ def _one_step(model, method, stream, reference, accelerator, strategy, grad_accu
                 return out
 
             if sam_rho and index == 0:  # train.sam_rho: the forget term's gradient at the ascent point
-                term = ascent_backward(run, term_fn, params, sam_rho, last)
+                term = ascent_backward(run, term_fn, params, sam_rho, last or gru)
             else:
-                term = run(term_fn, last)
+                term = run(term_fn, last or (gru and index == 0))
+            if gru and index == 0:  # train.gru: the forget gradient, before the retain term adds to it
+                forget = [None if p.grad is None else p.grad.detach().clone() for p in params]
             if problem is None and not torch.isfinite(term.total.detach()):
                 problem = "non-finite loss"
             for key, value in {"loss": term.total, **term.parts}.items():
                 sums[key] = sums.get(key, 0.0) + value.detach().float() / grad_accum
+        if gru:
+            sums["gru_dot"] = torch.tensor(rectify(params, forget))  # < 0: a conflict was removed
     keys = sorted(sums)
     values = torch.stack([torch.as_tensor(sums[k], device=accelerator.device) for k in keys])
     if strategy.processes > 1:
