@@ -151,6 +151,7 @@ class TrainSection(_Section):
     gradient_checkpointing: bool = False  # recompute activations in the backward: less memory, more compute
     sam_rho: NonNegative = 0.0  # sharpness-aware unlearning: the forget gradient at θ + ρ·g/‖g‖ (0: off)
     gru: bool = False  # gradient rectification: drop the forget gradient's conflict with the retain gradient
+    sure_percentile: Annotated[float, Field(ge=0, lt=100, allow_inf_nan=False)] = 0.0  # SURE: train the top tensors
     # experiment trackers (`unlearnkit.train.tracking`): [tensorboard, wandb, ...]; one name alone is a list of one
     report_to: Annotated[list[Text], BeforeValidator(lambda v: [v] if isinstance(v, str) else v)] = Field(
         default_factory=list)

@@ -37,7 +37,7 @@ from unlearnkit.model.hooks import base_causal_lm
 from unlearnkit.train.checkpoint import consolidate, gather_state, load_trainer_state, meta_skeleton, save_checkpoint
 from unlearnkit.train import deepspeed_state
 from unlearnkit.train.reference import Reference, shares_weights
-from unlearnkit.train.modifiers import ascent_backward, check_modifiers, rectify
+from unlearnkit.train.modifiers import ascent_backward, check_modifiers, rectify, salient_groups
 from unlearnkit.train.strategy import check_supported, fsdp2_sharder, make_accelerator, reshard
 
 
@@ -64,6 +64,7 @@ class TrainConfig:
     local: bool = False  # train in this process alone under a multi-process launch (world builds on one rank)
     sam_rho: float = 0.0  # > 0: the forget term's gradient at θ + ρ·g/‖g‖ (`train.modifiers`); 0: off
     gru: bool = False  # remove from the forget gradient its conflict with the retain gradient (`train.modifiers`)
+    sure_percentile: float = 0.0  # > 0: train only tensors whose forget-gradient norm is at/above this percentile
     gradient_checkpointing: bool = False  # recompute block activations in the backward (memory for compute)
     report_to: list[str] = field(default_factory=list)  # accelerate trackers: tensorboard, wandb, mlflow, ...
     device: str = "auto"  # auto | cpu | cuda | cuda:N (`model.loading.resolve_device`); the recipe's model.device
@@ -193,6 +194,8 @@ def train(model: nn.Module, method: UnlearningMethod, data: UnlearnData, cfg: Tr
     model.to(accelerator.device)
 
     groups = _param_groups(method.prepare(model), cfg.lr)
+    if cfg.sure_percentile:  # SURE: only the most forget-salient of those tensors train
+        groups = salient_groups(model, groups, data, cfg.sure_percentile)
     params = [p for group in groups for p in group["params"]]
     if not params:
         raise ValueError(f"{type(method).__name__}.prepare returned no parameters to train")

@@ -1,5 +1,5 @@
-"""Gradient modifiers for any objective: sharpness-aware unlearning (`train.sam_rho`) and gradient
-rectification (`train.gru`). Both act on the forget term (a method's first loss term) and need
+"""Modifiers for any objective: sharpness-aware unlearning (`train.sam_rho`), gradient rectification
+(`train.gru`) and saliency-based selection of what trains (`train.sure_percentile`, `salient`). Both act on the forget term (a method's first loss term) and need
 `train.grad_accum: 1`; under DDP / FSDP2 the forget term's backward is synchronised, so every rank modifies the
 same global gradients; DeepSpeed refuses them (its engine holds the gradients).
 
@@ -91,3 +91,32 @@ def rectify(params: list[nn.Parameter], forget: list[torch.Tensor | None]) -> fl
             for (p, _), r in zip(pairs, retain):
                 p.grad.sub_(r * (dot / norm2))
     return dot
+
+
+def salient(model: nn.Module, params: list[nn.Parameter], forget: list, pad_id: int, percentile: float,
+            rows: int = 32) -> list[nn.Parameter]:
+    """SURE (`train.sure_percentile`): the parameters among `params` whose forget-gradient norm is at or above the
+    `percentile`-th percentile; the trainer freezes the rest.
+
+    The saliency of a weight tensor is the Frobenius norm of the gradient of the forget NLL (the answer tokens of
+    the first `rows` forget examples, in data order: every rank selects the same tensors) at the starting model —
+    the NLL rather than the method's own forget loss, so it is defined before any reference exists and is the same
+    for every objective (SURE, Zhang et al., 2025, scores modules by the forget gradient; [P] the choice of loss
+    and of whole tensors as the unit is ours). At least one tensor is kept."""
+    from unlearnkit.data.batch import collate
+    from unlearnkit.losses import nll
+
+    device = next(model.parameters()).device
+    batch = collate(forget[:rows], pad_id).to(device)
+    grads = torch.autograd.grad(nll(model, batch), params, allow_unused=True)
+    scores = torch.stack([torch.zeros(()) if g is None else g.detach().float().norm().cpu() for g in grads])
+    threshold = torch.quantile(scores, percentile / 100.0)
+    keep = [p for p, s in zip(params, scores) if s >= threshold and s > 0]
+    return keep or [params[int(scores.argmax())]]
+
+
+def salient_groups(model: nn.Module, groups: list[dict], data, percentile: float) -> list[dict]:
+    """Optimizer `groups` keeping only the tensors `salient` selects (empty groups dropped)."""
+    kept = {id(p) for p in salient(model, [p for g in groups for p in g["params"]], data.forget, data.pad_id, percentile)}
+    groups = [{**g, "params": [p for p in g["params"] if id(p) in kept]} for g in groups]
+    return [g for g in groups if g["params"]]
