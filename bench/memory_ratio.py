@@ -73,17 +73,11 @@ import sys
 import time
 
 from shapes import DTYPES, SHAPES, build_llama, describe, shape_fields
+from unlearnkit.train.strategy import LAUNCH_ENV
 
 MARK = "MEMORY_RATIO_RESULT "
 TARGET = 1.05
-STRATEGY_ENV = {
-    "ddp": {},
-    "fsdp2": {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_AUTO_WRAP_POLICY": "TRANSFORMER_BASED_WRAP",
-              "FSDP_TRANSFORMER_CLS_TO_WRAP": "LlamaDecoderLayer", "FSDP_RESHARD_AFTER_FORWARD": "true",
-              "FSDP_STATE_DICT_TYPE": "FULL_STATE_DICT"},
-    "deepspeed-zero2": {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"},
-    "deepspeed-zero3": {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"},
-}
+STRATEGY_ENV = LAUNCH_ENV  # what accelerate launch exports for each shipped config
 
 
 def _cuda_available() -> bool:

@@ -40,3 +40,7 @@ def configure_cli_logging() -> None:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO if int(os.environ.get("RANK", "0")) == 0 else logging.WARNING)
     logger.propagate = False
+    if not os.environ.get("CUDA_VISIBLE_DEVICES") and not os.path.exists("/dev/nvidia0"):
+        # DeepSpeed (imported by accelerate when installed) warns on every command that it fell back to the CPU;
+        # on a machine without a GPU say so up front, and leave a GPU machine's detection alone
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")

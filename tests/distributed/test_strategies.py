@@ -17,16 +17,10 @@ import pytest
 
 from unlearnkit.methods.base import ModelEdit
 from unlearnkit.registry import METHODS
+from unlearnkit.train.strategy import LAUNCH_ENV
 
 WORKER = Path(__file__).with_name("strategy_worker.py")
-STRATEGIES = {
-    "ddp": {},
-    "fsdp2": {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_AUTO_WRAP_POLICY": "TRANSFORMER_BASED_WRAP",
-              "FSDP_TRANSFORMER_CLS_TO_WRAP": "LlamaDecoderLayer", "FSDP_RESHARD_AFTER_FORWARD": "true",
-              "FSDP_STATE_DICT_TYPE": "FULL_STATE_DICT"},
-    "deepspeed-zero2": {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"},
-    "deepspeed-zero3": {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"},
-}
+STRATEGIES = LAUNCH_ENV  # what `accelerate launch` exports for each shipped config
 # what each strategy refuses, with a line naming the configs that work (derived from the registry): multi-phase
 # weight edits and GRUN's hooked representation edit under any sharding engine, and under ZeRO-3 also every
 # objective that needs the whole frozen model during training

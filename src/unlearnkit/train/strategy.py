@@ -31,6 +31,17 @@ from unlearnkit.errors import UnlearnError
 
 _TRUE = {"1", "true", "yes"}
 
+# What `accelerate launch --config_file configs/accelerate/<name>.yaml` exports for the strategy (the variables this
+# module reads), for processes started another way, e.g. `python -m torch.distributed.run` in the tests and benches.
+LAUNCH_ENV: dict[str, dict[str, str]] = {
+    "ddp": {},
+    "fsdp2": {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_AUTO_WRAP_POLICY": "TRANSFORMER_BASED_WRAP",
+              "FSDP_TRANSFORMER_CLS_TO_WRAP": "LlamaDecoderLayer", "FSDP_RESHARD_AFTER_FORWARD": "true",
+              "FSDP_STATE_DICT_TYPE": "FULL_STATE_DICT"},
+    "deepspeed-zero2": {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"},
+    "deepspeed-zero3": {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"},
+}
+
 
 @dataclass(frozen=True)
 class Strategy:
