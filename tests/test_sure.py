@@ -12,9 +12,12 @@ from unlearnkit.registry import METHODS
 
 
 def forget_gradient_norms(model, data) -> dict[str, float]:
+    """Norms of the gradient of the chunk-weighted forget NLL (4 rows per chunk, as the trainer takes it)."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    grads = torch.autograd.grad(nll(model, collate(data.forget[:32], data.pad_id)), [p for _, p in named],
-                                allow_unused=True)
+    rows = data.forget[:32]
+    loss = sum(nll(model, collate(rows[i:i + 4], data.pad_id)) * len(rows[i:i + 4]) / len(rows)
+               for i in range(0, len(rows), 4))
+    grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
     return {n: 0.0 if g is None else float(g.norm()) for (n, _), g in zip(named, grads)}
 
 

@@ -94,22 +94,29 @@ def rectify(params: list[nn.Parameter], forget: list[torch.Tensor | None]) -> fl
 
 
 def salient(model: nn.Module, params: list[nn.Parameter], forget: list, pad_id: int, percentile: float,
-            rows: int = 32) -> list[nn.Parameter]:
+            rows: int = 32, chunk: int = 4) -> list[nn.Parameter]:
     """SURE (`train.sure_percentile`): the parameters among `params` whose forget-gradient norm is at or above the
     `percentile`-th percentile; the trainer freezes the rest.
 
     The saliency of a weight tensor is the Frobenius norm of the gradient of the forget NLL (the answer tokens of
     the first `rows` forget examples, in data order: every rank selects the same tensors) at the starting model —
     the NLL rather than the method's own forget loss, so it is defined before any reference exists and is the same
-    for every objective (SURE, Zhang et al., 2025, scores modules by the forget gradient; [P] the choice of loss
+    for every objective (taken `chunk` rows per backward, so a large model holds one chunk's activations) (SURE, Zhang et al., 2025, scores modules by the forget gradient; [P] the choice of loss
     and of whole tensors as the unit is ours). At least one tensor is kept."""
     from unlearnkit.data.batch import collate
     from unlearnkit.losses import nll
 
     device = next(model.parameters()).device
-    batch = collate(forget[:rows], pad_id).to(device)
-    grads = torch.autograd.grad(nll(model, batch), params, allow_unused=True)
-    scores = torch.stack([torch.zeros(()) if g is None else g.detach().float().norm().cpu() for g in grads])
+    chosen = forget[:rows]
+    total: list[torch.Tensor | None] = [None] * len(params)
+    for start in range(0, len(chosen), chunk):  # a few rows per backward: the activations of one chunk at a time
+        part = chosen[start:start + chunk]
+        batch = collate(part, pad_id).to(device)
+        weight = len(part) / len(chosen)  # the chunks' token means, weighted by rows
+        for i, g in enumerate(torch.autograd.grad(nll(model, batch) * weight, params, allow_unused=True)):
+            if g is not None:
+                total[i] = g.detach() if total[i] is None else total[i] + g.detach()
+    scores = torch.stack([torch.zeros(()) if g is None else g.float().norm().cpu() for g in total])
     threshold = torch.quantile(scores, percentile / 100.0)
     keep = [p for p, s in zip(params, scores) if s >= threshold and s > 0]
     return keep or [params[int(scores.argmax())]]
