@@ -260,3 +260,22 @@ def _one_row_fixture():
         return UnlearnBatch(TokenBatch(ids, torch.ones_like(ids), torch.tensor([labels])))
 
     return one_row
+
+
+class _UniformModel(torch.nn.Module):
+    """All-zero logits: every token has probability 1/V, so every per-token NLL is log V."""
+
+    def __init__(self, vocab: int):
+        super().__init__()
+        self.vocab = vocab
+
+    def forward(self, input_ids, attention_mask=None):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(logits=torch.zeros(*input_ids.shape, self.vocab))
+
+
+@pytest.fixture(name="uniform_model", scope="session")
+def _uniform_model_fixture():
+    """`uniform_model(V)`: a model whose every prediction is uniform over V tokens."""
+    return _UniformModel

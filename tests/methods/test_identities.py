@@ -9,11 +9,9 @@ NLL log V is −(2/β)·log σ(β·(log V − δ)).
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
-from torch import nn
 
 from unlearnkit.errors import UnlearnError
 from unlearnkit.losses import nll
@@ -72,23 +70,12 @@ def test_grad_diff_with_retain_weight_zero_is_grad_ascent(tiny_model, toy_batch)
         torch.testing.assert_close(a, b)
 
 
-class UniformModel(nn.Module):
-    """All-zero logits: every token has probability 1/V, so every per-token NLL is log V."""
-
-    def __init__(self, vocab: int):
-        super().__init__()
-        self.vocab = vocab
-
-    def forward(self, input_ids, attention_mask=None):
-        return SimpleNamespace(logits=torch.zeros(*input_ids.shape, self.vocab))
-
-
 @pytest.mark.parametrize("beta,delta", [(4.5, 0.0), (2.5, 1.0)])
-def test_simnpo_forget_term_from_a_known_mean_nll(toy_batch, beta, delta):
+def test_simnpo_forget_term_from_a_known_mean_nll(uniform_model, toy_batch, beta, delta):
     vocab = 64
     mean_nll = math.log(vocab)  # the same for every row, whatever its length
     expected = -(2 / beta) * math.log(1 / (1 + math.exp(-beta * (mean_nll - delta))))
-    out = SimNPO(beta=beta, delta=delta, retain_weight=0.0).loss(UniformModel(vocab), toy_batch, None)
+    out = SimNPO(beta=beta, delta=delta, retain_weight=0.0).loss(uniform_model(vocab), toy_batch, None)
     assert out.parts["forget_mean_nll"].item() == pytest.approx(mean_nll, abs=1e-6)
     assert out.parts["forget"].item() == pytest.approx(expected, abs=1e-6)
     assert out.total.item() == pytest.approx(0.125 * expected, abs=1e-6)  # forget_weight default 0.125

@@ -5,29 +5,16 @@ L_AP = −(1/β)·mean log σ(β·(log π(y_r|x_r) − log π(y_idk|x_r))), scor
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from unlearnkit.data.batch import UnlearnBatch, collate
 from unlearnkit.losses import nll
 from unlearnkit.methods.idk_ap import IDKAP, with_answers_of
 from unlearnkit.model import LoraSpec, wrap_lora
 from unlearnkit.registry import METHODS
-
-
-class UniformModel(nn.Module):
-    """All-zero logits: every supervised token has log-probability −log V."""
-
-    def __init__(self, vocab: int):
-        super().__init__()
-        self.vocab = vocab
-
-    def forward(self, input_ids, attention_mask=None):
-        return SimpleNamespace(logits=torch.zeros(*input_ids.shape, self.vocab))
 
 
 def supervised_counts(tokens) -> torch.Tensor:
@@ -44,13 +31,13 @@ def test_with_answers_of_joins_each_prompt_with_the_other_rows_answer(make_examp
 
 
 @pytest.mark.parametrize("beta", [0.1, 1.0])
-def test_both_terms_from_known_answer_lengths_under_a_uniform_model(toy_batch, beta):
+def test_both_terms_from_known_answer_lengths_under_a_uniform_model(uniform_model, toy_batch, beta):
     vocab = 64
     retain_idk = with_answers_of(toy_batch.retain, toy_batch.extra["idk"])
     # log π(y|x) = −n·log V for an answer of n supervised tokens, so the margin is (n_idk − n_r)·log V
     margin = (supervised_counts(retain_idk) - supervised_counts(toy_batch.retain)) * math.log(vocab)
     expected_ap = (F.softplus(-beta * margin).mean() / beta).item()
-    out = IDKAP(beta=beta).loss(UniformModel(vocab), toy_batch, None)
+    out = IDKAP(beta=beta).loss(uniform_model(vocab), toy_batch, None)
     assert out.parts["forget"].item() == pytest.approx(math.log(vocab), abs=1e-6)
     assert out.parts["retain"].item() == pytest.approx(expected_ap, rel=1e-6)
     assert out.parts["ap_margin"].item() == pytest.approx(margin.mean().item(), rel=1e-6)
