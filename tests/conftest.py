@@ -11,6 +11,7 @@ import json
 import math
 import os
 import random
+import zlib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -79,6 +80,17 @@ def make_example(prompt: list[int], answer: list[int]) -> Example:
     return Example(tuple(ids), tuple(labels))
 
 
+class ToyTokenizer:
+    """Text to toy token ids for methods that tokenise text of their own (ELM's contexts): each word maps to a
+    prompt token by a stable hash. BOS/EOS/PAD ids as the toy data's."""
+
+    bos_token_id, eos_token_id, pad_token_id = BOS_ID, EOS_ID, PAD_ID
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        ids = [PROMPT_TOKENS[zlib.crc32(word.encode()) % len(PROMPT_TOKENS)] for word in text.split()]
+        return [BOS_ID, *ids] if add_special_tokens else ids
+
+
 def make_toy_data(n_forget: int = 8, n_retain: int = 8, seed: int = 0) -> UnlearnData:
     rng = random.Random(seed)
 
@@ -97,7 +109,8 @@ def make_toy_data(n_forget: int = 8, n_retain: int = 8, seed: int = 0) -> Unlear
     for _ in range(n_forget):
         ids = [BOS_ID, *answer(RETAIN_TOKENS), EOS_ID]
         generic.append(Example(tuple(ids), (IGNORE_INDEX, *ids[1:])))
-    return UnlearnData(forget=forget, retain=retain, extra={"idk": idk, "generic": generic}, pad_id=PAD_ID)
+    return UnlearnData(forget=forget, retain=retain, extra={"idk": idk, "generic": generic}, pad_id=PAD_ID,
+                       tokenizer=ToyTokenizer())
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 import sys
 from pathlib import Path
 
@@ -35,11 +36,20 @@ def example(seed: int, length: int = 12) -> Example:
     return Example(tuple(ids), tuple([-100] * 3 + ids[3:]))
 
 
+class WordTokenizer:
+    """Text to ids for methods that tokenise text of their own (ELM's contexts): one id per word, by a stable hash."""
+
+    bos_token_id = None
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return [3 + zlib.crc32(word.encode()) % 93 for word in text.split()]
+
+
 def data() -> UnlearnData:
     forget = [example(i) for i in range(16)]
     return UnlearnData(forget, [example(1000 + i) for i in range(40)], pad_id=0,
                        extra={"idk": [example(2000 + i) for i in range(16)],
-                              "generic": [example(3000 + i) for i in range(16)]})
+                              "generic": [example(3000 + i) for i in range(16)]}, tokenizer=WordTokenizer())
 
 
 def world() -> int:

@@ -44,9 +44,10 @@ def full_set_nll(model, examples, pad_id) -> float:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_loss_is_finite_at_start(name, tiny_model, toy_batch):
+def test_loss_is_finite_at_start(name, tiny_model, toy_data, toy_batch):
     method = METHODS.build(name)
     method.prepare(tiny_model)  # methods that add modules (GRUN's edit) create them here
+    method.setup(dataclasses.replace(toy_data, extra=dict(toy_data.extra)))  # as the trainer: after prepare
     ref = Reference.from_model(tiny_model) if method.needs_reference() else None
     out = method.loss(tiny_model, toy_batch, ref)
     assert out.total.dim() == 0 and torch.isfinite(out.total)

@@ -33,6 +33,7 @@ class UnlearnData:
     retain: list[Example] | None = None
     extra: dict[str, list[Example]] = field(default_factory=dict)
     pad_id: int = 0
+    tokenizer: Any = field(default=None, repr=False, compare=False)  # the run's, for methods that tokenise text (ELM)
 
     def __post_init__(self) -> None:
         if not self.forget:

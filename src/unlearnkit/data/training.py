@@ -62,4 +62,4 @@ def training_data(method, tokenizer, fmt, forget_rows: list[dict], retain_rows: 
         extra["generic"] = generic_view(len(forget_rows), generic_texts, tokenizer, max_length=max_length)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return UnlearnData(encode(forget_rows), encode(retain_rows) if method.needs_retain() else None, extra,
-                       pad_id=pad_id)
+                       pad_id=pad_id, tokenizer=tokenizer)

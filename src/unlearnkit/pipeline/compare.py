@@ -189,6 +189,7 @@ def _row(method: str, wall: float, report: dict | None = None, error: str | None
             "error": error,
             "forget_prob_before": before.get("forget_prob"), "forget_prob_after": after.get("forget_prob"),
             "forget_quality": after.get("forget_quality"), "model_utility": after.get("model_utility"),
+            "forgetting_kept": ((rep.get("relearn") or {}).get("forgetting_kept") or {}).get("forget_prob"),
             "trainable_params": rep.get("trainable_params"), "trainable_fraction": rep.get("trainable_fraction"),
             "wall_s": round(wall, 2), "unlearn_s": (rep.get("timings") or {}).get("unlearn"),
             "peak_rss_mb": res.get("peak_rss_mb"), "peak_accelerator_mb": res.get("peak_accelerator_mb"),
@@ -245,17 +246,18 @@ def markdown(result: dict) -> str:
     """The comparison table (also what `unlearn compare` prints)."""
     rows, start = result["rows"], result["start"] or {}
     gpu, failed = any(r["peak_accelerator_mb"] is not None for r in rows), bool(result["failed"])
-    head = ["method", "forget prob (before → after)", "forget quality", "model utility", "trainable params", "wall s",
+    head = ["method", "forget prob (before → after)", "forget quality", "model utility", "forgetting kept (relearn)",
+            "trainable params", "wall s",
             "peak RSS MB" if result["isolated"] else "peak RSS MB (running max)"] + ["peak GPU MB"] * gpu + ["error"] * failed
     table = [head, ["---"] * len(head)]
     if start:
         table.append(["starting model", *(_fmt(start.get(k)) for k in ("forget_prob", "forget_quality", "model_utility")),
-                      *["—"] * (3 + gpu), *[""] * failed])
+                      *["—"] * (4 + gpu), *[""] * failed])
     for r in rows:
         if r["status"] == "ok":
             label = (r.get("label") or r["method"]) + (" (training stopped early)" if r.get("stopped") else "")
             table.append([label, f"{_fmt(r['forget_prob_before'])} → {_fmt(r['forget_prob_after'])}",
-                          _fmt(r["forget_quality"]), _fmt(r["model_utility"]),
+                          _fmt(r["forget_quality"]), _fmt(r["model_utility"]), _fmt(r["forgetting_kept"]),
                           f"{r['trainable_params']:,} ({100 * r['trainable_fraction']:.3g}%)", _fmt(r["wall_s"]),
                           _fmt(r["peak_rss_mb"]), *[_fmt(r["peak_accelerator_mb"])] * gpu, *[""] * failed])
         else:
@@ -267,7 +269,9 @@ def markdown(result: dict) -> str:
              + "".join(f"; {m} also {' '.join(o)}" for m, o in result["method_overrides"].items()) + ".", "",
              *lines, "",
              "forget quality: KS-test p-value against the retain model (higher = closer to never having learned"
-             " the forget set); model utility: higher = kept more. Wall time: the whole run, loading and evaluation included.",
+             " the forget set); model utility: higher = kept more; forgetting kept: the share of the drop in forget_prob"
+             " that survives the relearning attack (1 = all of it, 0 = back to the start; empty when the run had no"
+             " relearning attack). Wall time: the whole run, loading and evaluation included.",
              ("Peak memory: each method ran in its own process, so each peak is that method's own." if result["isolated"]
               else "Peak memory: all methods ran in one process; peak RSS is the process's running maximum so far,"
                    " not a per-method figure (run without --in-process for per-method peaks)."), ""]
