@@ -23,7 +23,7 @@ from unlearnkit.report import fmt_value
 
 FAST = ["world.size=small", "train.steps=2", "eval.max_new_tokens=4"]
 ROW_KEYS = {"method", "label", "status", "error", "forget_prob_before", "forget_prob_after", "forget_quality", "model_utility",
-            "forgetting_kept", "trainable_params", "trainable_fraction", "wall_s", "unlearn_s", "peak_rss_mb", "peak_accelerator_mb",
+            "forgetting_kept", "worst_forget_prob", "worst_kept", "trainable_params", "trainable_fraction", "wall_s", "unlearn_s", "peak_rss_mb", "peak_accelerator_mb",
             "steps", "stopped", "run_dir", "after"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -74,7 +74,11 @@ def test_compare_json_rows(in_process):
         assert row["steps"] == 2 and row["forget_prob_before"] == saved["start"]["forget_prob"]
         report = json.loads((out / row["run_dir"] / "report.json").read_text())
         assert report["method"] == row["method"] and report["after"]["forget_prob"] == row["forget_prob_after"]
-        assert row["forgetting_kept"] == report["relearn"]["forgetting_kept"]["forget_prob"]  # the relearning attack's
+        (relearn,) = [r for r in report["robustness"]["rows"] if r["attack"] == "relearn"]
+        assert row["forgetting_kept"] == relearn["forgetting_kept"]["forget_prob"]  # the relearning attack's
+        worst = report["robustness"]["worst_case"]
+        assert row["worst_forget_prob"] == worst["metrics"]["forget_prob"] >= row["forget_prob_after"]
+        assert row["worst_kept"] == worst["forgetting_kept"]["forget_prob"]
     npo = json.loads((out / "runs" / "npo" / "report.json").read_text())
     assert npo["recipe"]["method"]["beta"] == 0.2 and npo["recipe"]["world"]["size"] == "small"
     assert saved["method_overrides"]["npo"] == ["method.beta=0.2"] and saved["overrides"] == FAST
@@ -91,17 +95,18 @@ def test_compare_md_table(in_process):
     text = (out / "compare.md").read_text()
     assert text == markdown({k: v for k, v in result.items() if k != "output_dir"})
     assert ("| method | forget prob (before → after) | forget quality | model utility | forgetting kept (relearn)"
-            " | trainable params | wall s"
+            " | worst-case forget prob | worst-case kept | trainable params | wall s"
             " | peak RSS MB (running max) | error |") in text
     start = result["start"]
     assert f"| starting model | {fmt_value(start['forget_prob'])} | {fmt_value(start['forget_quality'])} |" in text
-    assert f"| grad_diff | failed | — | — | — | — | — | — | {result['rows'][2]['error']} |" in text
+    assert f"| grad_diff | failed | — | — | — | — | — | — | — | — | {result['rows'][2]['error']} |" in text
     assert "Failed: grad_diff" in text
     for row in result["rows"][:2]:
         params = f"{row['trainable_params']:,} (100%)"
         assert (f"| {row['method']} | {fmt_value(row['forget_prob_before'])} → {fmt_value(row['forget_prob_after'])}"
                 f" | {fmt_value(row['forget_quality'])} | {fmt_value(row['model_utility'])}"
-                f" | {fmt_value(row['forgetting_kept'])} | {params} |") in text
+                f" | {fmt_value(row['forgetting_kept'])} | {fmt_value(row['worst_forget_prob'])}"
+                f" | {fmt_value(row['worst_kept'])} | {params} |") in text
     assert "npo also method.beta=0.2" in text and "running maximum" in text
 
 
@@ -210,14 +215,15 @@ def test_plot_and_table_edge_cases(tmp_path):
     """A p-value of exactly 0 is still drawn (at a floor on the log axis); failures and GPU peaks get columns."""
     row = dict.fromkeys(ROW_KEYS)
     rows = [{**row, "method": "a", "status": "ok", "forget_prob_before": 0.9, "forget_prob_after": 0.1,
-             "forget_quality": 0.0, "model_utility": 0.5, "forgetting_kept": 0.75, "trainable_params": 1000, "trainable_fraction": 0.25,
+             "forget_quality": 0.0, "model_utility": 0.5, "forgetting_kept": 0.75, "worst_forget_prob": 0.2,
+             "worst_kept": 0.5, "trainable_params": 1000, "trainable_fraction": 0.25,
              "wall_s": 1.5, "peak_rss_mb": 100.0, "peak_accelerator_mb": 50.0},
             {**row, "method": "b", "status": "failed", "error": "boom | bang", "wall_s": 0.2}]
     result = {"recipe": "default", "base_recipe": "default", "overrides": [], "method_overrides": {},
               "isolated": True, "start": None, "rows": rows, "failed": ["b"]}
     text = markdown(result)
-    assert "| peak GPU MB | error |" in text and "| a | 0.9 → 0.1 | 0 | 0.5 | 0.75 | 1,000 (25%) | 1.5 | 100 | 50 |  |" in text
-    assert "| b | failed | — | — | — | — | — | — | — | boom \\| bang |" in text
+    assert "| peak GPU MB | error |" in text and "| a | 0.9 → 0.1 | 0 | 0.5 | 0.75 | 0.2 | 0.5 | 1,000 (25%) | 1.5 | 100 | 50 |  |" in text
+    assert "| b | failed | — | — | — | — | — | — | — | — | — | boom \\| bang |" in text
     plot(result, tmp_path / "p.png")
     plot({**result, "rows": rows[1:]}, tmp_path / "empty.png")  # nothing to plot: still a valid image
     assert_png(tmp_path / "p.png")

@@ -41,7 +41,7 @@ def test_no_eval_only_unlearns(cli, tmp_path, monkeypatch):
     result = cli(*RUN[:-2], "attacks.relearn.enabled=true", "--no-eval", "--out", out, "-q")
     assert result.exit_code == 0, (result.output, result.exception)
     report = json.loads((out / "report.json").read_text())
-    assert report["before"] is None and report["after"] is None and "relearn" not in report
+    assert report["before"] is None and report["after"] is None and "robustness" not in report
     assert (out / "model" / "model.safetensors").is_file() and report["train"]["steps"] == 2
     assert calls == [] and "not evaluated" in result.stdout
 

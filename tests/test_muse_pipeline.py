@@ -87,7 +87,8 @@ def test_training_data_is_max_length_chunks_of_the_raw_forget_texts():
 
 def test_relearning_reports_the_share_of_muse_forgetting_kept(muse_run):
     out, report = muse_run
-    kept = report["relearn"]["forgetting_kept"]
+    (relearn,) = [row for row in report["robustness"]["rows"] if row["attack"] == "relearn"]
+    kept = relearn["forgetting_kept"]
     assert set(kept) == {"forget_verbmem_rouge", "forget_knowmem_rouge"}
     assert all(v is None or 0.0 <= v <= 1.0 for v in kept.values())
     assert "kept (forget_verbmem_rouge)" in (out / "report.md").read_text()

@@ -38,8 +38,13 @@ def sample_report() -> dict:
     return {"method": "npo", "benchmark": "world", "model": "world:target", "before": before, "after": after,
             "train": {"steps": 3, "trainable_params": 10, "total_params": 100, "seconds": 1.0},
             "trainable_fraction": 0.1, "timings": {"total": 2.0},
-            "relearn": {"metrics": {"forget_prob": 0.5, "forget_quality": 0.01, "model_utility": 0.9},
-                        "forgetting_kept": {"forget_prob": 0.5}},
+            "robustness": {"metrics": ["forget_prob"], "unlearned": {"forget_prob": 0.01},
+                           "rows": [{"attack": "relearn", "label": "relearned (10 forget rows)",
+                                     "metrics": {"forget_prob": 0.5}, "forgetting_kept": {"forget_prob": 0.5},
+                                     "curve": [{"step": 0, "forget_prob": 0.01}, {"step": 5, "forget_prob": 0.3},
+                                               {"step": 10, "forget_prob": 0.5}]}],
+                           "worst_case": {"metrics": {"forget_prob": 0.5}, "forgetting_kept": {"forget_prob": 0.5},
+                                          "attack": {"forget_prob": "relearned (10 forget rows)"}}},
             "guard": {"decision": "accepted", "stage": None, "reasons": []}}
 
 
@@ -57,8 +62,8 @@ def test_page_has_the_table_and_embeds_valid_pngs(tmp_path):
     path = write_html(sample_report(), tmp_path)
     page = parse(path.read_text())
     assert page.tags[0] == "html" and "table" in page.tags
-    assert "after relearning" in page.cells and "forget probability" in page.cells
-    assert len(page.images) == 2 and not page.links  # loss curves + trade-off, nothing fetched from outside
+    assert "relearned (10 forget rows)" in page.cells and "worst case" in page.cells and "forget probability" in page.cells
+    assert len(page.images) == 3 and not page.links  # losses, trade-off, recovery curve; nothing fetched from outside
     for src in page.images:
         header, data = src.split(",", 1)
         assert header == "data:image/png;base64"
@@ -81,7 +86,7 @@ def headless(tmp_path, *args: str) -> str:
 
 @pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (.ci/run installs Debian's chromium)")
 def test_page_renders_in_headless_chromium(tmp_path):
-    """The browser decodes both embedded plots and paints the table and the plots (colour, not a blank page)."""
+    """The browser decodes every embedded plot and paints the table and the plots (colour, not a blank page)."""
     from matplotlib.image import imread
 
     (tmp_path / "train_log.jsonl").write_text("\n".join(json.dumps({"step": i, "loss": 1.0 / i}) for i in range(1, 6)))
@@ -92,7 +97,7 @@ def test_page_renders_in_headless_chromium(tmp_path):
     decoded = re.search(r'data-decoded="([^"]*)"', dom)
     assert decoded, "the load handler did not run: the page did not finish loading"
     widths = [int(w) for w in decoded.group(1).split(",")]
-    assert len(widths) == 2 and min(widths) > 100  # loss curves and trade-off plot, both decoded
+    assert len(widths) == 3 and min(widths) > 100  # loss curves, trade-off and recovery curve, all decoded
     shot = tmp_path / "shot.png"
     headless(tmp_path, f"--screenshot={shot}", "--window-size=1000,1600", page.as_uri())
     pixels = imread(str(shot))[..., :3]
@@ -102,7 +107,7 @@ def test_page_renders_in_headless_chromium(tmp_path):
 
 def test_page_without_training_or_plots_still_renders():
     report = sample_report()
-    report.update(train=None, after=None, relearn=None,
+    report.update(train=None, after=None, robustness=None,
                   guard={"decision": "rejected", "stage": "screen", "reasons": ["flagged <3> requests"]})
     page = parse(render(report, []))
     assert not page.images and "flagged <3> requests" in page.cells  # escaped text, not markup

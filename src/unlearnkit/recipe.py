@@ -26,8 +26,8 @@ import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from unlearnkit.errors import UnlearnError
-from unlearnkit.registry import (METHODS, Finite, Fraction, NonNegative, NonNegativeInt, Positive, PositiveInt, Seed,
-                                 did_you_mean)
+from unlearnkit.registry import (ATTACKS, METHODS, Finite, Fraction, NonNegative, NonNegativeInt, Positive,
+                                 PositiveInt, Seed, did_you_mean)
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"  # recipes/ at the repository root links here
 DEVICE_PATTERN = r"auto|cpu|cuda|cuda:\d+|mps"  # model.device (`model.loading.resolve_device`)
@@ -203,41 +203,6 @@ class WorldSection(_Section):
     size: Literal["default", "small"] = "default"  # small: 6 authors, 2-layer model, builds in seconds
 
 
-class RelearnSection(_Section):
-    """The relearning attack (unlearnkit.attacks.relearn): fine-tune a copy on a few forget samples."""
-
-    enabled: bool | None = None  # null: on for the tiny world (data.benchmark=world), off elsewhere
-    n_samples: int = Field(10, ge=1)  # forget rows the attacker fine-tunes on (seeded choice)
-    steps: int = Field(10, ge=1)
-    lr: Positive = 3.0e-4  # chosen for the tiny world (docs/robustness.md); raise it for a stronger attack
-    batch_size: int = Field(4, ge=1)
-    train_edits: bool = True  # GRUN: the attacker fine-tunes the edits too (false: base weights only)
-
-
-class QuantizeSection(_Section):
-    """The quantization probe (unlearnkit.attacks.quantize): round a copy's weights to k bits."""
-
-    bits: list[int] = Field(default_factory=list)  # e.g. [8, 4]; empty: off
-    include_embeddings: bool = False
-    include_edits: bool = False  # GRUN's edits are a separate full-precision adapter by default
-
-    @field_validator("bits")
-    @classmethod
-    def _known_bits(cls, bits: list[int]) -> list[int]:
-        bad = [b for b in bits if not 2 <= b <= 8]
-        if bad:
-            raise ValueError(f"must hold bit widths between 2 and 8, such as [8, 4] (not {bad})")
-        return list(dict.fromkeys(bits))
-
-
-class AttacksSection(_Section):
-    """Attacks on the unlearned model, run after its evaluation (skipped when the guard rejects)."""
-
-    relearn: RelearnSection = Field(default_factory=RelearnSection)
-    quantize: QuantizeSection = Field(default_factory=QuantizeSection)
-    paraphrase: bool = False  # evaluate with the forget questions paraphrased
-
-
 class Recipe(_Section):
     model: ModelSection = Field(default_factory=ModelSection)
     data: DataSection = Field(default_factory=DataSection)
@@ -247,7 +212,9 @@ class Recipe(_Section):
     world: WorldSection = Field(default_factory=WorldSection)
     safety: SafetySection = Field(default_factory=SafetySection)
     guard: GuardSection = Field(default_factory=GuardSection)
-    attacks: AttacksSection = Field(default_factory=AttacksSection)
+    # robustness attacks by registered name (`unlearn ls attacks`): {relearn: {steps: 20}, quantize: {bits: [4]},
+    # paraphrase: true, ...}; true / false set `enabled`, and an attack not named keeps its defaults
+    attacks: dict[str, Any] = Field(default_factory=dict)
     seed: Seed = 0
     output_dir: Text = "runs/default"
     description: str = ""
@@ -260,6 +227,26 @@ class Recipe(_Section):
             raise UnlearnError(f"method needs a name; valid: {', '.join(METHODS.names())}")
         return METHODS.build(self.method["name"], **self.method_fields())
 
+    def attack_fields(self) -> dict[str, dict[str, Any]]:
+        """{attack name: the recipe's fields for it}: true / false is {enabled: ...}."""
+        if not isinstance(self.attacks, dict):
+            raise UnlearnError("attacks must be a mapping like {relearn: {steps: 20}, paraphrase: true}")
+        out = {}
+        for name, value in self.attacks.items():
+            ATTACKS.get(name)  # did-you-mean on the attack's name
+            if isinstance(value, bool) or value is None:
+                value = {"enabled": value}
+            if not isinstance(value, dict):
+                raise UnlearnError(f"attacks.{name} must be true, false or a mapping of its fields"
+                                   f" ({', '.join(ATTACKS.fields(name))}), not {value!r}")
+            out[name] = value
+        return out
+
+    def build_attacks(self) -> list:
+        """Every registered attack with the recipe's settings (enabled or not: `Attack.is_on` decides)."""
+        given = self.attack_fields()
+        return [ATTACKS.build(name, **given.get(name, {})) for name in ATTACKS.names()]
+
     def resolved(self) -> dict[str, Any]:
         """The fully resolved recipe, method defaults included (what `unlearn show` prints), with secrets
         (credentials in URLs, API keys) replaced by *** (`unlearnkit.secrets.redact_config`)."""
@@ -268,6 +255,8 @@ class Recipe(_Section):
         if name:
             data["method"] = {"name": name, **METHODS.fields(name), **self.method_fields()}
             data["method"] = yaml.safe_load(yaml.safe_dump(data["method"], sort_keys=False))  # tuples -> lists
+        attacks = {a.name: {k: getattr(a, k) for k in ATTACKS.fields(a.name)} for a in self.build_attacks()}
+        data["attacks"] = yaml.safe_load(yaml.safe_dump(attacks, sort_keys=False))
         from unlearnkit.secrets import redact_config
 
         return redact_config(data)  # written into report.json / eval.json: no URL credentials, no keys
@@ -381,9 +370,12 @@ def validate_recipe(data: dict[str, Any], source: str = "recipe") -> Recipe:
 
     try:
         method = recipe.build_method()
+        attacks = recipe.build_attacks()
         check_recipe(recipe, method)  # options that contradict each other
     except UnlearnError as err:
         raise UnlearnError(f"{source}: {err}") from None
+    given = recipe.attack_fields()
+    recipe.attacks = {a.name: {k: getattr(a, k) for k in given[a.name]} for a in attacks if a.name in given}
     # keep the validated (type-coerced) values, so `show` and report.json record 1e-4 as a number
     recipe.method = {"name": recipe.method["name"], **{k: getattr(method, k) for k in recipe.method_fields()}}
     return recipe

@@ -173,7 +173,8 @@ class Registry:
         except ValidationError as err:
             first = err.errors()[0]
             field = str(first["loc"][0]) if first["loc"] else ""
-            example = (f"; e.g. {self.override_prefix}{field}={show_value(defaults[field])}" if field in defaults
+            prefix = self.override_prefix.replace("NAME", name)
+            example = (f"; e.g. {prefix}{field}={show_value(defaults[field])}" if field in defaults
                        else "; fix the value in the recipe or override")
             raise UnlearnError(
                 f"{self.kind} '{name}': field '{field_location(first['loc'])}' {field_problem(first)}"
@@ -185,3 +186,4 @@ METHODS = Registry("method", "unlearnkit.methods", override_prefix="method.")
 JUDGES = Registry("judge", "unlearnkit.judges")
 BACKENDS = Registry("backend", "unlearnkit.agents")
 BENCHMARKS = Registry("benchmark", "unlearnkit.benchmarks")
+ATTACKS = Registry("attack", "unlearnkit.attacks", override_prefix="attacks.NAME.")

@@ -8,9 +8,12 @@ shows whether the forgetting generalises beyond the wording it was trained on.
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Sequence
 
+from unlearnkit.attacks.base import Attack, AttackRow, AttackTarget
 from unlearnkit.errors import UnlearnError
+from unlearnkit.registry import ATTACKS
 
 
 def paraphrased_rows(rows: Sequence[dict]) -> list[dict]:
@@ -30,3 +33,27 @@ def paraphrased_rows(rows: Sequence[dict]) -> list[dict]:
             new["question"] = row["paraphrased_question"]
         out.append(new)
     return out
+
+
+@ATTACKS.register("paraphrase")
+@dataclass
+class Paraphrase(Attack):
+    """Paraphrase: ask the forget questions in other words (the rows' paraphrased_question); the model is unchanged."""
+
+    cheap: ClassVar[bool] = True
+
+    def on_by_default(self, bench) -> bool:
+        return super().on_by_default(bench) and bench.component.question_rows
+
+    def check(self, bench) -> None:
+        if not bench.component.question_rows:
+            raise UnlearnError(f"attacks.paraphrase rewrites forget questions; {bench.name} has none: set"
+                               " attacks.paraphrase=false (relearn and quantize work here)")
+        super().check(bench)
+
+    def run(self, target: AttackTarget) -> list[AttackRow]:
+        target.log("paraphrase attack: the forget questions in other words")
+        from unlearnkit.benchmarks.base import replace_split
+
+        bench = replace_split(target.bench, "forget", paraphrased_rows(target.bench.splits.forget))
+        return [AttackRow("paraphrased forget questions", target.measure(target.model, bench))]

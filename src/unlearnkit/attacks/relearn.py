@@ -27,13 +27,16 @@ import copy
 import math
 import random
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 from torch import nn
 
-from unlearnkit.model.edits import ATTRIBUTE as EDITS_ATTRIBUTE
+from unlearnkit.attacks.base import Attack, AttackRow, AttackTarget
+from unlearnkit.data.texts import load_rows
 from unlearnkit.errors import UnlearnError
 from unlearnkit.methods.finetune import Finetune
+from unlearnkit.model.edits import ATTRIBUTE as EDITS_ATTRIBUTE
+from unlearnkit.registry import ATTACKS, NonNegativeInt, Positive, PositiveInt
 
 
 @dataclass
@@ -52,11 +55,13 @@ class RelearnObjective(Finetune):
 
 def relearn(model: nn.Module, tokenizer: Any, forget_rows: Sequence[dict], fmt: Any, *, n_samples: int = 10,
             steps: int = 10, lr: float = 3e-4, batch_size: int = 4, seed: int = 0, max_length: int | None = 512,
-            train_edits: bool = True, progress: bool = False) -> nn.Module:
+            train_edits: bool = True, progress: bool = False, lora_r: int = 0,
+            on_step: Callable[[int, nn.Module], None] | None = None) -> nn.Module:
     """Fine-tune a deep copy of `model` on `n_samples` forget rows for `steps` steps; return the copy.
 
     Rows with ``question`` and ``answer`` are encoded with `fmt` (loss on the answer only); bare-text
-    rows (``{"text": ...}``, e.g. harvested refusals) as text, every token supervised."""
+    rows (``{"text": ...}``, e.g. harvested refusals) as text, every token supervised. `lora_r` > 0 trains
+    LoRA adapters of that rank on the copy instead of its weights. `on_step(step, copy)` runs after each step."""
     from unlearnkit.data.pairing import UnlearnData, encode_rows
     from unlearnkit.data.texts import encode_text_rows
     from unlearnkit.train import TrainConfig, train
@@ -77,10 +82,15 @@ def relearn(model: nn.Module, tokenizer: Any, forget_rows: Sequence[dict], fmt: 
     attacked = copy.deepcopy(model)
     for name, param in attacked.named_parameters():  # unlearning froze what its method did not train
         param.requires_grad_(train_edits or EDITS_ATTRIBUTE not in name.split("."))
+    if lora_r:
+        from unlearnkit.model.loading import LoraSpec, wrap_lora
+
+        attacked = wrap_lora(attacked, LoraSpec(r=lora_r, alpha=2 * lora_r))
     device = str(next(model.parameters()).device)  # the attacker fine-tunes where the model runs
     cfg = TrainConfig(steps=steps, lr=lr, batch_size=batch_size, seed=seed, progress=progress,
                       max_grad_norm=1.0, device=device)
-    return train(attacked, RelearnObjective(), data, cfg).model
+    callback = None if on_step is None else (lambda step, record: on_step(step, attacked))
+    return train(attacked, RelearnObjective(), data, cfg, on_step=callback).model
 
 
 def forgetting_kept(before: dict | None, after_unlearn: dict | None, after_relearn: dict | None,
@@ -106,3 +116,61 @@ def forgetting_kept(before: dict | None, after_unlearn: dict | None, after_relea
     if (effect >= 0) if lower_is_forgotten else (effect <= 0):
         return None
     return min(1.0, max(0.0, (r - b) / effect))
+
+
+@ATTACKS.register("relearn")
+@dataclass
+class Relearn(Attack):
+    """Relearning: fine-tune a copy on a few forget-domain (or benign) rows, re-measuring every k steps."""
+
+    n_samples: PositiveInt = 10  # rows the attacker fine-tunes on (a seeded choice)
+    steps: PositiveInt = 10
+    lr: Positive = 3.0e-4  # chosen for the tiny world (docs/robustness.md); raise it for a stronger attack
+    batch_size: PositiveInt = 4
+    train_edits: bool = True  # GRUN: the attacker fine-tunes the edits too (false: base weights only)
+    source: str = "forget"  # forget: the benchmark's forget rows; retain: benign rows; file: `data_file`
+    data_file: str | None = None  # a .jsonl / .json / .txt of rows to fine-tune on (source=file)
+    lora_r: NonNegativeInt = 0  # > 0: the attacker trains LoRA adapters of this rank instead of the weights
+    every: NonNegativeInt = 5  # > 0: re-measure every k steps (the report's recovery curve); 0: only at the end
+    cheap: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        if self.source not in ("forget", "retain", "file"):
+            raise UnlearnError(f"attacks.relearn.source must be forget, retain or file, not '{self.source}'")
+        if (self.source == "file") != (self.data_file is not None):
+            raise UnlearnError("attacks.relearn: give data_file together with source=file (and only then)")
+
+    def check(self, bench) -> None:
+        super().check(bench)
+        rows = {"forget": bench.train_forget, "retain": bench.train_retain}.get(self.source, [None])
+        if not rows:
+            raise UnlearnError(f"attacks.relearn.source={self.source}: {bench.name} has no such rows here; give"
+                               " attacks.relearn.source=file attacks.relearn.data_file=ROWS.jsonl")
+
+    def rows(self, target: AttackTarget) -> list[dict]:
+        if self.source == "file":
+            return load_rows(self.data_file)
+        return list(target.bench.train_forget if self.source == "forget" else target.bench.train_retain)
+
+    def run(self, target: AttackTarget) -> list[AttackRow]:
+        rows = self.rows(target)
+        used = min(self.n_samples, len(rows))
+        curve: list[dict] = []
+
+        def measure(step: int, model) -> None:
+            if self.every and step % self.every == 0 and step < self.steps:
+                curve.append({"step": step, **target.measure(model, target.bench)})
+
+        target.log(f"relearning attack: fine-tuning a copy on {used} {self.source} rows for {self.steps} steps")
+        attacked = relearn(target.model, target.tokenizer, rows, target.fmt, n_samples=self.n_samples,
+                           steps=self.steps, lr=self.lr, batch_size=self.batch_size, seed=target.seed,
+                           max_length=target.max_length, train_edits=self.train_edits, progress=target.progress,
+                           lora_r=self.lora_r, on_step=measure if self.every else None)
+        metrics = target.measure(attacked, target.bench)
+        del attacked
+        if self.every:
+            curve = [{"step": 0, **target.measure(target.model, target.bench)}, *curve,
+                     {"step": self.steps, **metrics}]
+        how = f"LoRA r {self.lora_r}" if self.lora_r else "full"
+        label = f"relearned ({used} {self.source} rows, {self.steps} steps, lr {self.lr:g}, {how})"
+        return [AttackRow(label, metrics, {**self.settings(), "samples_used": used}, curve or None)]

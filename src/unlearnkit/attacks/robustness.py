@@ -1,109 +1,94 @@
-"""Run the recipe's `attacks:` on an unlearned model and evaluate each attacked copy.
+"""Run the recipe's enabled attacks on an unlearned model and build the robustness table.
 
-`pipeline.run` calls `run_attacks` once, after the unlearned model's evaluation and only when a model
-was kept (a guard rejection skips it). Every attack works on a copy; the unlearned model is untouched.
-The returned sections go into the report:
+`pipeline.run` calls `run_attacks` once, after the unlearned model's evaluation and only when a model was kept
+(a guard rejection skips it); `unlearn attack` calls it on any saved model. Every attack works on a copy, on
+rewritten questions, or through hooks it removes (`attacks.base`); the model it is given is never changed.
 
-* ``relearn``: metrics of the relearned copy, the attack's settings, and ``forgetting_kept`` for
-  forget_prob and forget_rouge (`attacks.relearn.forgetting_kept`: 1 = all forgetting kept,
-  0 = fully recovered, None when unlearning did not lower the metric or `before` was not evaluated);
-* ``quantize``: per bit width ("8", "4", ...) the metrics of the rounded copy, ``forgetting_kept`` and
-  ``recovery`` (= 1 − forgetting_kept);
-* ``paraphrase``: metrics with the forget questions paraphrased (the model is not changed), next to
-  the unlearned model's on the original wording.
+The result is the report's ``robustness`` section:
+
+* ``metrics``: the columns, the benchmark's forget metrics (lower = forgot more; `Benchmark.forget_metrics`);
+* ``unlearned``: their values on the unlearned model without attack (`after`);
+* ``rows``: one per attack row: ``attack`` (registered name), ``label``, ``metrics``, ``forgetting_kept`` per
+  metric (`relearn.forgetting_kept`: 1 = the attack recovered nothing, 0 = back to the starting model, None
+  without `before` or when unlearning did not lower the metric), ``settings``, ``seconds``, and ``curve`` for
+  relearning with ``every > 0``;
+* ``worst_case``: per metric, the highest value over the attacks and the unlearned model itself (an adversary
+  may also not attack), which attack gave it, and the forgetting kept there. A method is judged by this row.
 """
 
 from __future__ import annotations
 
-from unlearnkit.logs import info
-
-import dataclasses
-import copy
 import time
 from typing import Any, Callable
 
-FORGET_KEYS = ("forget_prob", "forget_rouge", "forget_verbmem_rouge", "forget_knowmem_rouge")  # TOFU-style, MUSE
+from unlearnkit.attacks.base import AttackTarget
+from unlearnkit.logs import info
 
 
-def forget_keys(metrics: dict | None) -> list[str]:
-    """The forget metrics (lower = forgot more) that `metrics` has, in FORGET_KEYS order."""
-    return [key for key in FORGET_KEYS if key in (metrics or {})]
+def forget_keys(metrics: dict | None, bench=None) -> list[str]:
+    """The forget metrics (lower = forgot more) that `metrics` has: the benchmark's, or every known one."""
+    from unlearnkit.registry import BENCHMARKS
+
+    names = (bench.component.forget_metrics if bench is not None else
+             dict.fromkeys(m for b in BENCHMARKS.names() for m in BENCHMARKS.get(b).forget_metrics))
+    return [key for key in names if key in (metrics or {})]
+
+
+def enabled_attacks(recipe, bench) -> list:
+    return [a for a in recipe.build_attacks() if a.is_on(bench)]
 
 
 def check_attacks(recipe, bench) -> None:
-    """Refuse, before any training, an attack the benchmark cannot run."""
-    from unlearnkit.errors import UnlearnError
-
-    if recipe.attacks.paraphrase and not bench.component.question_rows:
-        raise UnlearnError(f"attacks.paraphrase rewrites forget questions; {bench.name} has none: set"
-                           " attacks.paraphrase=false (relearn and quantize work here)")
+    """Refuse, before any training, an enabled attack the benchmark cannot run."""
+    for attack in enabled_attacks(recipe, bench):
+        attack.check(bench)
 
 
-def relearn_enabled(recipe, bench) -> bool:
-    enabled = recipe.attacks.relearn.enabled
-    return bench.component.relearn_by_default if enabled is None else enabled
-
-
-def _kept(before: dict | None, after: dict, attacked: dict) -> dict[str, float | None]:
+def kept(before: dict | None, after: dict, attacked: dict, keys: list[str]) -> dict[str, float | None]:
     from unlearnkit.attacks.relearn import forgetting_kept
 
-    return {key: forgetting_kept(before, after, attacked, key) for key in forget_keys(after)}
+    return {key: forgetting_kept(before, after, attacked, key) for key in keys}
 
 
-def _with_forget(bench, rows):
-    """`bench` whose evaluation forget split is `rows` (the splits object is copied, not changed)."""
-    splits = bench.splits
-    if dataclasses.is_dataclass(splits):
-        splits = dataclasses.replace(splits, forget=rows)
-    else:
-        splits = copy.copy(splits)
-        splits.forget = rows
-    return dataclasses.replace(bench, splits=splits)
+def worst_case(after: dict, rows: list[dict], keys: list[str], before: dict | None) -> dict[str, Any]:
+    """Per metric, the largest value (most knowledge recovered) over `rows` and the unlearned model."""
+    out: dict[str, Any] = {"metrics": {}, "attack": {}, "forgetting_kept": {}}
+    for key in keys:
+        candidates = [("none (unlearned model)", after.get(key))] + [(r["label"], r["metrics"].get(key)) for r in rows]
+        candidates = [(label, value) for label, value in candidates if value is not None]
+        if not candidates:
+            continue
+        label, value = max(candidates, key=lambda item: item[1])
+        out["metrics"][key], out["attack"][key] = value, label
+        out["forgetting_kept"][key] = kept(before, after, {key: value}, [key])[key]
+    return out
 
 
-def run_attacks(recipe, model, tokenizer, bench, fmt, evaluate_fn: Callable[[Any, Any], dict], *,
+def run_attacks(recipe, model, tokenizer, bench, fmt, measure: Callable[[Any, Any], dict], *,
                 before: dict | None, after: dict, progress: bool = False,
                 log: Callable[[str], None] = info) -> dict:
-    """{"relearn": ..., "quantize": ..., "paraphrase": ...} for the attacks the recipe enables.
+    """{"robustness": the table} for the attacks the recipe enables on this benchmark ({} when none is).
 
-    `evaluate_fn(model, bench) -> {"metrics": ...}` is the pipeline's evaluation; `before` and `after`
-    are the metrics of the starting and the unlearned model (before may be None)."""
-    cfg = recipe.attacks
-    out: dict[str, Any] = {}
-    if relearn_enabled(recipe, bench):
-        from unlearnkit.attacks.relearn import relearn
-
-        rl = cfg.relearn
-        log(f"relearning attack: fine-tuning a copy on {rl.n_samples} forget samples for {rl.steps} steps")
+    `measure(model, bench) -> metrics` re-measures the benchmark's forget metrics; `before` and `after` are the
+    starting and the unlearned model's metrics (before may be None)."""
+    attacks = enabled_attacks(recipe, bench)
+    if not attacks:
+        return {}
+    keys = forget_keys(after, bench) or list(bench.component.forget_metrics)
+    target = AttackTarget(model, tokenizer, bench, fmt, measure, seed=recipe.seed, max_length=recipe.data.max_length,
+                          progress=progress, log=log)
+    rows: list[dict] = []
+    for attack in attacks:
         started = time.perf_counter()
-        attacked = relearn(model, tokenizer, bench.train_forget, fmt, n_samples=rl.n_samples, steps=rl.steps,
-                           lr=rl.lr, batch_size=rl.batch_size, seed=recipe.seed, max_length=recipe.data.max_length,
-                           train_edits=rl.train_edits, progress=progress)
-        train_seconds = time.perf_counter() - started
-        metrics = evaluate_fn(attacked, bench)["metrics"]
-        del attacked
-        out["relearn"] = {"metrics": metrics, "settings": {**rl.model_dump(), "enabled": True, "seed": recipe.seed,
-                                                       "samples_used": min(rl.n_samples, len(bench.train_forget))},
-                          "forgetting_kept": _kept(before, after, metrics),
-                          "seconds": round(time.perf_counter() - started, 2), "train_seconds": round(train_seconds, 2)}
-    if cfg.quantize.bits:
-        from unlearnkit.attacks.quantize import quantize_model
-
-        out["quantize"] = {}
-        for bits in cfg.quantize.bits:
-            log(f"quantization probe: {bits}-bit weights")
-            quantized = quantize_model(model, bits, include_embeddings=cfg.quantize.include_embeddings,
-                                       include_edits=cfg.quantize.include_edits)
-            metrics = evaluate_fn(quantized, bench)["metrics"]
-            del quantized
-            kept = _kept(before, after, metrics)
-            out["quantize"][str(bits)] = {"metrics": metrics, "forgetting_kept": kept,
-                                          "recovery": {k: None if v is None else 1.0 - v for k, v in kept.items()}}
-    if cfg.paraphrase:
-        from unlearnkit.attacks.paraphrase import paraphrased_rows
-
-        log("paraphrase probe: the forget questions in other words")
-        metrics = evaluate_fn(model, _with_forget(bench, paraphrased_rows(bench.splits.forget)))["metrics"]
-        forget = {k: v for k, v in metrics.items() if k.startswith("forget_")}
-        out["paraphrase"] = {"metrics": forget, "original": {k: after.get(k) for k in forget}}
-    return out
+        results = attack.run(target)
+        seconds = round((time.perf_counter() - started) / max(len(results), 1), 2)
+        for result in results:
+            metrics = {k: result.metrics.get(k) for k in keys}
+            row = {"attack": attack.name, "label": result.label, "metrics": metrics,
+                   "forgetting_kept": kept(before, after, metrics, keys), "settings": result.settings,
+                   "seconds": seconds}
+            if result.curve:
+                row["curve"] = [{"step": p["step"], **{k: p.get(k) for k in keys}} for p in result.curve]
+            rows.append(row)
+    return {"robustness": {"metrics": keys, "unlearned": {k: after.get(k) for k in keys}, "rows": rows,
+                           "worst_case": worst_case(after, rows, keys, before)}}

@@ -18,6 +18,8 @@ suite) that the TOFU benchmark and the two bundled worlds share.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Sequence
 
@@ -28,12 +30,24 @@ from unlearnkit.logs import info
 TOFU_METRICS = ("forget_prob", "forget_rouge", "forget_truth_ratio", "forget_quality", "retain_prob", "retain_rouge",
                 "retain_truth_ratio", "ra_prob", "ra_prob_normalised", "ra_rouge", "ra_truth_ratio", "wf_prob",
                 "wf_prob_normalised", "wf_rouge", "wf_truth_ratio", "model_utility")
+WHITE_BOX_METRICS = ("forget_logit_lens", "forget_linear_probe")  # `white_box`: read from the layers
 PRIVACY_METRICS = ("mia_loss", "mia_zlib", "mia_reference", "mia_gradnorm", "mia_min_k", "mia_min_k_plus_plus",
                    "privleak", "extraction_strength", "exact_memorization")
 # OpenUnlearning's metric names (its eval configs) -> ours
 TOFU_ALIASES = {f"{split}_{theirs}": f"{split}_{ours}" for split in ("forget", "retain", "ra", "wf")
                 for theirs, ours in (("Q_A_Prob", "prob"), ("Q_A_ROUGE", "rouge"), ("Truth_Ratio", "truth_ratio"),
                                      ("Q_A_Prob_normalised", "prob_normalised"))}
+
+
+def replace_split(data: "BenchmarkData", name: str, rows: list) -> "BenchmarkData":
+    """`data` whose evaluation split `name` is `rows` (the splits object is copied, not changed)."""
+    splits = data.splits
+    if dataclasses.is_dataclass(splits):
+        splits = dataclasses.replace(splits, **{name: rows})
+    else:
+        splits = copy.copy(splits)
+        setattr(splits, name, rows)
+    return dataclasses.replace(data, splits=splits)
 
 
 @dataclass
@@ -47,6 +61,9 @@ class BenchmarkData:
     world: Any = None  # the bundled world's artifacts, when the data comes from one
     component: Any = None  # the Benchmark that loaded it
     options: dict = field(default_factory=dict)  # where it came from (data_dir, limit), for the component
+    # linear probes fitted on the first model evaluated with this data, by layer (`white_box`); copies made with
+    # dataclasses.replace (attacks' rewritten splits) share them
+    probes: dict = field(default_factory=dict)
 
 
 class Benchmark:
@@ -63,6 +80,9 @@ class Benchmark:
     relearn_by_default: ClassVar[bool] = False  # the relearning attack runs unless the recipe says otherwise
     measures_harm: ClassVar[bool] = False  # harmfulness is measured next to its metrics by default
     text_training: ClassVar[bool] = False  # it unlearns raw texts (max_length-token chunks), not QA rows
+    # what an attack re-measures (`unlearnkit.attacks`): metrics where lower = forgot more; () = nothing to attack
+    forget_metrics: ClassVar[tuple[str, ...]] = ("forget_prob", "forget_rouge", "forget_logit_lens")
+    forget_questions: ClassVar[bool] = True  # its forget metrics ask questions (prompt attacks rewrite them)
 
     @property
     def name(self) -> str:
@@ -80,6 +100,19 @@ class Benchmark:
     def training_rows(self, data: BenchmarkData, forget_rows: list[dict] | None, tokenizer, max_length) -> tuple[list, list]:
         """(forget rows, retain rows) to train on; `forget_rows` replaces the benchmark's forget split."""
         return (data.train_forget if forget_rows is None else forget_rows), data.train_retain
+
+    def forget_question_rows(self, data: BenchmarkData) -> list[dict]:
+        """The rows whose questions its forget metrics ask (prompt attacks prime with them)."""
+        return list(data.splits.forget)
+
+    def with_forget_rows(self, data: BenchmarkData, rewrite: Callable[[dict], dict]) -> BenchmarkData:
+        """`data` with every forget question row replaced by `rewrite(row)` (prompt attacks); the rows and the
+        splits object are copied, never changed."""
+        return replace_split(data, "forget", [rewrite(dict(row)) for row in data.splits.forget])
+
+    def with_forget_questions(self, data: BenchmarkData, rewrite: Callable[[str, dict], str]) -> BenchmarkData:
+        """`data` with every forget question rewritten by `rewrite(question, row)`."""
+        return self.with_forget_rows(data, lambda row: {**row, "question": rewrite(row["question"], row)})
 
     def selection_rows(self, data: BenchmarkData) -> tuple[list[dict], list[dict]]:
         """(forget, retain) QA rows whose probability `eval.select.metrics=cheap` tracks."""
@@ -126,19 +159,17 @@ class Benchmark:
         if not self.truth_ratios and recipe.eval.retain_logs:
             raise UnlearnError(f"eval.retain_logs holds TOFU truth ratios; {self.name} has none: give"
                                " eval.retain_model for privleak's reference instead")
-        if not self.question_rows and recipe.attacks.paraphrase:
-            raise UnlearnError(f"attacks.paraphrase rewrites forget questions; {self.name} has none: set"
-                               " attacks.paraphrase=false (relearn and quantize work here)")
         self.resolve_metrics(recipe.eval.metrics)
 
     # ------------------------------------------------------------------------------------------ metrics
 
     def metric_names(self, data: BenchmarkData, eval_cfg) -> list[str]:
         """Every metric this benchmark reports on `data` (the default set of an evaluation)."""
-        return list(TOFU_METRICS) + (list(PRIVACY_METRICS) if self.privacy_enabled(data, eval_cfg) else [])
+        return list(TOFU_METRICS + WHITE_BOX_METRICS) + (list(PRIVACY_METRICS) if self.privacy_enabled(data, eval_cfg)
+                                                         else [])
 
     def known_metrics(self) -> tuple[str, ...]:
-        return TOFU_METRICS + PRIVACY_METRICS
+        return TOFU_METRICS + WHITE_BOX_METRICS + PRIVACY_METRICS
 
     def resolve_metrics(self, names: Sequence[str] | None) -> list[str] | None:
         """`eval.metrics` as our names (aliases translated); unknown names are refused with a did-you-mean."""
@@ -169,9 +200,11 @@ class Benchmark:
         ``{"metrics", "per_sample", "forget_truth_ratios", ...}`` once `ev.run()` has run."""
         from unlearnkit.benchmarks.privacy import plan_privacy
         from unlearnkit.benchmarks.tofu import plan_tofu
+        from unlearnkit.benchmarks.white_box import plan_white_box
 
         wanted = self.metric_names(data, eval_cfg) if metrics is None else list(metrics)
         tofu_wanted = [m for m in wanted if m in TOFU_METRICS]
+        white_box_wanted = [m for m in wanted if m in WHITE_BOX_METRICS]
         privacy_wanted = [m for m in wanted if m in PRIVACY_METRICS]
         if privacy_wanted and not self.privacy_enabled(data, eval_cfg):
             raise UnlearnError(f"eval.metrics asks for {privacy_wanted[0]}, which needs a holdout split; {self.name}"
@@ -181,6 +214,7 @@ class Benchmark:
                                 metrics=tofu_wanted) if tofu_wanted else None
         finish_privacy = plan_privacy(ev, list(data.splits.forget), list(data.splits.holdout), fmt,
                                       retain_min_k_auc=retain_auc, metrics=privacy_wanted) if privacy_wanted else None
+        finish_white_box = plan_white_box(ev, data, fmt, white_box_wanted) if white_box_wanted else None
 
         def finish() -> dict:
             result: dict[str, Any] = {"metrics": {}, "per_sample": {}, "forget_truth_ratios": None}
@@ -192,6 +226,10 @@ class Benchmark:
                 result["per_sample"]["privacy"] = privacy.pop("per_sample")
                 result["privleak_reference"] = privacy.pop("privleak_reference")
                 result["metrics"].update(privacy)
+            if finish_white_box is not None:
+                white_box = finish_white_box()
+                result["metrics"].update(white_box["metrics"])
+                result["per_sample"].update(white_box["per_sample"])  # logit_lens, linear_probe: per layer / per row
             result["metrics"] = {m: result["metrics"][m] for m in wanted}
             return result
 

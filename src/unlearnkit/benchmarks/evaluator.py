@@ -2,11 +2,15 @@
 
 Benchmarks plan first: each metric asks for the passes it needs (`score` — teacher-forced summed
 log-probs; `token_stats` — per-token log-probs, moments and argmax; `generation` — decoded text under a
-`Decoding`; `gradnorm` — per-sample gradient norms; `reference_score` — the reference model's scores).
+`Decoding`; `gradnorm` — per-sample gradient norms; `reference_score` — the reference model's scores;
+`logit_lens` / `hidden_states` — what the decoder layers say at the supervised positions, `readout`).
 `run()` then takes the union, deduplicates identical sequences across metrics and splits (a sequence asked
 for its score and its token statistics is run once: the score is the statistics' sum), runs each pass
 once on the model's device under the token budget, and every request gets its arrays in the order it
-asked. ``counts`` and ``seconds`` say what ran (the breakdown `bench/eval_throughput.py` prints).
+asked. A sequence asked for a layer readout is read during its own score or statistics pass (hooks on
+the same forward; such sequences are batched among themselves so the hooks see only them).
+``counts`` and ``seconds`` say what ran (the breakdown `bench/eval_throughput.py` prints); ``seconds``'s
+``readout`` is the part of the passes' time spent reading layers.
 
 Under several processes (`accelerate launch`, `torchrun`), each rank runs its share of every pass — every
 world_size-th distinct sequence or prompt — and the results are all-gathered back into the original
@@ -23,6 +27,7 @@ import numpy as np
 from unlearnkit.benchmarks.generation import Decoding, generate
 from unlearnkit.benchmarks.gradnorm import gradnorm_scores
 from unlearnkit.benchmarks.passes import score_examples, token_statistics
+from unlearnkit.benchmarks.readout import Readout
 from unlearnkit.data.batch import Example
 
 Key = tuple[tuple[int, ...], tuple[int, ...]]
@@ -81,7 +86,9 @@ class Evaluator:
         self.batch_size, self.max_tokens, self.progress = batch_size, max_tokens, progress
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self._examples: dict[Key, Example] = {}
-        self._wanted: dict[str, dict[Key, None]] = {"score": {}, "stats": {}, "gradnorm": {}, "reference": {}}
+        self._wanted: dict[str, dict[Key, None]] = {"score": {}, "stats": {}, "gradnorm": {}, "reference": {},
+                                                    "lens": {}, "hidden": {}}
+        self._hidden_layers: set[int] = set()
         self._requests: list[tuple[str, list[Key], Request]] = []
         self._generations: list[tuple[Decoding, tuple[str, ...], list[tuple[int, ...]], Request]] = []
         self.counts: dict[str, int] = {}
@@ -107,6 +114,19 @@ class Evaluator:
     def token_stats(self, examples: Sequence[Example]) -> Request:
         """→ list of `passes.TokenStatistics`."""
         return self._ask("stats", examples)
+
+    def logit_lens(self, examples: Sequence[Example]) -> Request:
+        """→ (summed log-prob per decoder layer (N, L) float64, supervised tokens (N,) int64): each block's output
+        decoded through the model's final norm and unembedding (`readout`); layer L−1 is the model's own score."""
+        self._ask("score", examples)
+        return self._ask("lens", examples)
+
+    def hidden_states(self, examples: Sequence[Example], layer: int) -> Request:
+        """→ list of `readout.LayerReadout`, one per example, holding block `layer`'s output at the supervised
+        positions (``hidden[layer]`` (n, d)) and the tokens they predict (``targets``)."""
+        self._ask("score", examples)
+        self._hidden_layers.add(layer)
+        return self._ask("hidden", examples)
 
     def gradnorm(self, examples: Sequence[Example]) -> Request:
         """→ (N,) per-sample gradient norms (`passes.gradnorm_scores`)."""
@@ -134,6 +154,31 @@ class Evaluator:
         self.counts[name] = self.counts.get(name, 0) + count
         return value
 
+    def _examples_of(self, keys: list[Key]) -> list[Example]:
+        return [self._examples[k] for k in keys]
+
+    def _run_pass(self, name: str, keys: list[Key], fn: Callable[[list[Example], Any], list],
+                        readouts: dict[Key, Any]) -> dict[Key, Any]:
+        """`fn(examples, readout)` over `keys`, sharded: the keys without a layer readout in one call, those with
+        one in another (so the readout hooks see only them), whose `readout.LayerReadout`s go into `readouts`."""
+        traced_keys = self._wanted["lens"].keys() | self._wanted["hidden"].keys()
+        plain = [k for k in keys if k not in traced_keys]
+        traced = [k for k in keys if k in traced_keys]
+        values: dict[Key, Any] = {}
+        if plain:
+            values.update(zip(plain, self._timed(name, len(plain), lambda: _sharded(
+                plain, lambda part: fn(self._examples_of(part), None)))))
+        if traced:
+            def run(part: list[Key]) -> list:
+                readout = Readout(len(part), lens=bool(self._wanted["lens"]), layers=sorted(self._hidden_layers))
+                out = fn(self._examples_of(part), readout)
+                self.seconds["readout"] = self.seconds.get("readout", 0.0) + readout.seconds
+                return list(zip(out, readout.rows))
+
+            for key, (value, row) in zip(traced, self._timed(name, len(traced), lambda: _sharded(traced, run))):
+                values[key], readouts[key] = value, row
+        return values
+
     def run(self) -> None:
         """Run every distinct pass once (this rank's share of it, under several processes) and fill every
         request."""
@@ -141,33 +186,34 @@ class Evaluator:
         score_keys = [k for k in self._wanted["score"] if k not in self._wanted["stats"]]
         common = dict(batch_size=self.batch_size, max_tokens=self.max_tokens, progress=self.progress)
 
-        def examples(keys: list[Key]) -> list[Example]:
-            return [self._examples[k] for k in keys]
-
         def scored(model):
-            def run(keys: list[Key]) -> list[tuple[float, int]]:
-                summed, counts = score_examples(model, examples(keys), self.pad_id, **common)
+            def run(examples: list[Example], readout: Any = None) -> list[tuple[float, int]]:
+                summed, counts = score_examples(model, examples, self.pad_id, readout=readout, **common)
                 return list(zip(summed.tolist(), counts.tolist()))
             return run
 
-        stats = dict(zip(stats_keys, self._timed("token_stats", len(stats_keys), lambda: _sharded(
-            stats_keys, lambda keys: token_statistics(self.model, examples(keys), self.pad_id, **common)))))
+        readouts: dict[Key, Any] = {}
+        stats = self._run_pass("token_stats", stats_keys, lambda examples, readout: token_statistics(
+            self.model, examples, self.pad_id, readout=readout, **common), readouts)
         scores: dict[Key, tuple[float, int]] = {k: (float(s.logprobs.sum()), len(s.logprobs)) for k, s in stats.items()}
-        if score_keys:
-            scores.update(zip(score_keys, self._timed("score", len(score_keys),
-                                                      lambda: _sharded(score_keys, scored(self.model)))))
+        scores.update(self._run_pass("score", score_keys, scored(self.model), readouts))
         grad_keys = list(self._wanted["gradnorm"])
         grads = dict(zip(grad_keys, self._timed("gradnorm", len(grad_keys), lambda: _sharded(
-            grad_keys, lambda keys: gradnorm_scores(self.model, examples(keys), self.pad_id, batch_size=16).tolist())))) \
-            if grad_keys else {}
+            grad_keys, lambda keys: gradnorm_scores(self.model, self._examples_of(keys), self.pad_id,
+                                                    batch_size=16).tolist())))) if grad_keys else {}
         ref_keys = list(self._wanted["reference"])
         references = dict(zip(ref_keys, self._timed("reference_score", len(ref_keys), lambda: _sharded(
-            ref_keys, scored(self.reference_model))))) if ref_keys else {}
+            ref_keys, lambda keys: scored(self.reference_model)(self._examples_of(keys)))))) if ref_keys else {}
         for kind, keys, request in self._requests:
             if kind == "stats":
                 request.set([stats[k] for k in keys])
             elif kind == "gradnorm":
                 request.set(np.array([grads[k] for k in keys], dtype=np.float64))
+            elif kind == "hidden":
+                request.set([readouts[k] for k in keys])
+            elif kind == "lens":
+                request.set((np.array([readouts[k].lens for k in keys], dtype=np.float64).reshape(len(keys), -1),
+                             np.array([scores[k][1] for k in keys], dtype=np.int64)))
             else:
                 table = scores if kind == "score" else references
                 request.set((np.array([table[k][0] for k in keys], dtype=np.float64),

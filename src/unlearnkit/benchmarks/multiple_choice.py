@@ -29,6 +29,7 @@ class MultipleChoice(Benchmark):
     unlearnable = False
     question_rows = False
     truth_ratios = False
+    forget_metrics = ("accuracy",)  # WMDP: lower = forgot more (chance 0.25); MMLU sets () (knowledge to keep)
     lm_eval_tasks: ClassVar[tuple[str, ...]] = ()
 
     def topic(self, subset: str) -> str:
@@ -61,6 +62,16 @@ class MultipleChoice(Benchmark):
 
     def selection_rows(self, data):
         raise UnlearnError(f"{self.name} has no forget or retain QA rows to select checkpoints on")
+
+    def forget_question_rows(self, data):
+        return [row for rows in data.splits.values() for row in rows]
+
+    def with_forget_rows(self, data, rewrite):
+        """Every subset's items rewritten."""
+        import dataclasses
+
+        splits = {subset: [rewrite(dict(row)) for row in rows] for subset, rows in data.splits.items()}
+        return dataclasses.replace(data, splits=splits)
 
     def plan(self, ev, data, fmt, eval_cfg, *, retain_truth_ratios=None, retain_auc=None, metrics=None):
         wanted = self.metric_names(data, eval_cfg) if metrics is None else list(metrics)
@@ -120,6 +131,7 @@ class MmluBenchmark(MultipleChoice):
     """MMLU (Hendrycks et al., 2021): general knowledge that unlearning should keep (cais/mmlu or local files)."""
 
     lm_eval_tasks = ("mmlu",)
+    forget_metrics = ()  # general knowledge that unlearning keeps: nothing for an attack to recover
 
     def _load(self, data_cfg):
         return load_mmlu(data_cfg.subsets or None, data_cfg.data_dir, limit=data_cfg.limit)

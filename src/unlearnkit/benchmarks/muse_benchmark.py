@@ -26,6 +26,7 @@ class MuseBenchmark(Benchmark):
     question_rows = False
     truth_ratios = False
     text_training = True
+    forget_metrics = ("forget_verbmem_rouge", "forget_knowmem_rouge")
 
     def load(self, data_cfg, world_cfg, log=info, progress=True) -> BenchmarkData:
         art, data_dir = None, data_cfg.data_dir
@@ -60,6 +61,15 @@ class MuseBenchmark(Benchmark):
 
     def selection_rows(self, data):
         return list(data.splits.knowmem_forget), list(data.splits.knowmem_retain)  # its QA rows
+
+    def forget_question_rows(self, data):
+        return list(data.splits.knowmem_forget)
+
+    def with_forget_rows(self, data, rewrite):
+        """The knowmem forget rows rewritten (verbmem prompts are text to continue, not questions)."""
+        from unlearnkit.benchmarks.base import replace_split
+
+        return replace_split(data, "knowmem_forget", [rewrite(dict(row)) for row in data.splits.knowmem_forget])
 
     def known_metrics(self):
         return MUSE_METRICS + MUSE_PRIVACY

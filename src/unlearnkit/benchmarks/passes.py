@@ -18,6 +18,9 @@ How, at any size:
   ``CHUNK_ELEMENTS`` values (128 MiB; 1 GiB on an accelerator, where small chunks cost kernel launches),
   so neither the full B×T×V tensor nor its float32 copy is ever made
   beyond the model's own output (at vocab 128k a float32 copy of a 64×128 batch would be 4 GiB).
+* **Layer readouts in the same forward.** Given a `readout.Readout`, both passes also read the decoder
+  layers at the supervised positions (the logit lens, hidden states for a probe) through hooks on the
+  same forward pass: white-box metrics add no pass of their own.
 
 Results do not depend on batch size or order beyond floating-point noise: right padding never reaches
 real positions under a causal mask.
@@ -26,7 +29,7 @@ real positions under a causal mask.
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
@@ -134,28 +137,35 @@ def _supervised(logits: torch.Tensor, labels: torch.Tensor, stats: bool) -> dict
 
 
 def _teacher_forced(model: Any, examples: list[Example], pad_id: int, batch_size: int | None, max_tokens: int | None,
-                    stats: bool, progress: bool, desc: str):
-    """Yield (indices into `examples`, `_supervised` output) per batch."""
+                    stats: bool, progress: bool, desc: str, readout: Any = None):
+    """Yield (indices into `examples`, `_supervised` output) per batch; a `readout.Readout` reads the decoder
+    layers during the same forward and gets each batch's examples."""
     device = model_device(model)
     batches = _length_batches([len(e.input_ids) for e in examples], batch_size, max_tokens)
     with torch.no_grad(), _eval_mode(model):
         for indices in _progress(batches, desc, progress):
             batch = collate([examples[i] for i in indices], pad_id).to(device)
-            with edit_positions(model, prompt_end_positions(batch.labels)):  # GRUN edits act at the prompt's end
-                logits = logits_of(model, batch)
+            with edit_positions(model, prompt_end_positions(batch.labels)), \
+                    (readout.capture(model, batch.labels) if readout is not None else nullcontext()):
+                logits = logits_of(model, batch)  # GRUN edits act at the prompt's end
+            if readout is not None:
+                readout.collect(indices)
             yield indices, _supervised(logits, batch.labels, stats)
             del logits
 
 
 def score_examples(model: Any, examples: list[Example], pad_id: int, batch_size: int | None = 32,
-                   progress: bool = False, max_tokens: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   progress: bool = False, max_tokens: int | None = None,
+                   readout: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """(summed_logprob (N,) float64, n_tokens (N,) int64) for `examples`, in their order.
 
     Teacher-forced under ``torch.no_grad()`` in eval mode; `model` may be a causal LM or anything
-    ``losses.logits_of`` accepts (e.g. a Reference)."""
+    ``losses.logits_of`` accepts (e.g. a Reference). `readout` (a `readout.Readout` for len(examples)) is
+    filled with what the decoder layers say during the same forward passes."""
     n_tokens = np.array([sum(label != IGNORE_INDEX for label in e.labels) for e in examples], dtype=np.int64)
     summed = np.zeros(len(examples), dtype=np.float64)
-    for indices, out in _teacher_forced(model, examples, pad_id, batch_size, max_tokens, False, progress, "scoring"):
+    for indices, out in _teacher_forced(model, examples, pad_id, batch_size, max_tokens, False, progress, "scoring",
+                                        readout):
         totals = torch.zeros(len(indices), dtype=torch.float32, device=out["logprobs"].device)
         totals.index_add_(0, out["rows"], out["logprobs"])
         summed[indices] = totals.double().cpu().numpy()
@@ -163,13 +173,15 @@ def score_examples(model: Any, examples: list[Example], pad_id: int, batch_size:
 
 
 def token_statistics(model: Any, examples: list[Example], pad_id: int, batch_size: int | None = 32,
-                     progress: bool = False, max_tokens: int | None = None) -> list[TokenStatistics]:
+                     progress: bool = False, max_tokens: int | None = None,
+                     readout: Any = None) -> list[TokenStatistics]:
     """Per-token log-probs, the moments (μ_t, σ_t²) of the log-prob under the model's own distribution
     (Min-K%++), and argmax predictions (extraction strength, exact memorisation) for `examples`, in
-    their order — batched exactly like `score_examples`, so ``logprobs.sum()`` equals its summed log-prob."""
+    their order — batched exactly like `score_examples`, so ``logprobs.sum()`` equals its summed log-prob.
+    `readout` as in `score_examples`."""
     results: list[TokenStatistics | None] = [None] * len(examples)
     for indices, out in _teacher_forced(model, examples, pad_id, batch_size, max_tokens, True, progress,
-                                        "token statistics"):
+                                        "token statistics", readout):
         counts = torch.bincount(out["rows"], minlength=len(indices)).tolist()
         columns = {key: out[key].cpu() for key in ("logprobs", "mean", "variance", "predictions", "targets")}
         start = 0

@@ -4,6 +4,9 @@
 * `evaluate(model, tokenizer, data, fmt, eval_cfg, ...)`: one `Evaluator`, the benchmark's plan for the
   selected metrics (`eval.metrics`, default all), one run of the distinct passes, the metrics. `unlearn run`
   (before and after), `unlearn eval`, checkpoint selection and the attacks all go through it.
+* The linear probe (`white_box`) is fitted on the first model evaluated with the data; `world_model_eval`
+  fits it on the world's model when its evaluation comes from the cache, so `unlearn run` on a world fits it
+  on the starting model either way.
 * References: forget quality needs the retain model's forget truth ratios, privleak its Min-K% AUC. They
   come from `eval.retain_logs`, or from evaluating `eval.retain_model` (or the bundled world's retain model)
   for just those numbers, cached. Every cache key is content: SHA-256 of the model's weight files (remembered
@@ -24,7 +27,7 @@ from unlearnkit.errors import UnlearnError
 from unlearnkit.train.checkpoint import write_text_atomic
 from unlearnkit.logs import info
 
-EVAL_VERSION = "3"  # bump when metric code changes, to invalidate cached evaluations
+EVAL_VERSION = "4"  # bump when metric code changes, to invalidate cached evaluations
 
 
 def load_benchmark(data_cfg, world_cfg, log: Callable[[str], None] = info, progress: bool = True) -> BenchmarkData:
@@ -171,7 +174,14 @@ def world_model_eval(data: BenchmarkData, which: str, recipe, fmt, progress=True
         return evaluate(load_model(path, device=recipe.model.device), load_tokenizer(path), data, fmt, recipe.eval,
                         retain_truth_ratios=retain_truth_ratios, reference=reference, progress=progress)
 
-    return _cached(data.world.root / "evals" / f"{which}-{key}.json", compute)
+    result = _cached(data.world.root / "evals" / f"{which}-{key}.json", compute)
+    wanted = data.component.resolve_metrics(recipe.eval.metrics)
+    wanted = data.component.metric_names(data, recipe.eval) if wanted is None else wanted
+    if "forget_linear_probe" in wanted and not data.probes:  # a cached evaluation: the probe is fitted on this model
+        from unlearnkit.benchmarks.white_box import fit_forget_probe
+
+        fit_forget_probe(load_model(path, device=recipe.model.device), load_tokenizer(path), data, fmt, recipe.eval)
+    return result
 
 
 def truth_ratios_from_logs(path: str | Path) -> list[float]:

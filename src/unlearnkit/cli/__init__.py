@@ -11,6 +11,7 @@ import os
 # each import registers its commands, in the order --help lists them
 from unlearnkit.cli import unlearning  # noqa: F401, I001  (run, compare)
 from unlearnkit.cli import evaluating  # noqa: F401  (eval)
+from unlearnkit.cli import attacking  # noqa: F401  (attack)
 from unlearnkit.cli import catalog  # noqa: F401  (ls, show, validate)
 from unlearnkit.cli import safety  # noqa: F401  (craft, inspect)
 from unlearnkit.cli import world  # noqa: F401  (world build, world info)

@@ -12,13 +12,14 @@ from unlearnkit.errors import UnlearnError
 
 @app.command("ls")
 @friendly
-def ls(what: str = typer.Argument("methods", help="methods | benchmarks | judges | backends | recipes | formats")):
+def ls(what: str = typer.Argument("methods", help="methods | benchmarks | attacks | judges | backends | recipes | formats")):
     """List registered components or recipes, with one line of description each."""
     from unlearnkit.data.formats import PRESETS
     from unlearnkit.recipe import list_recipes
-    from unlearnkit.registry import BACKENDS, BENCHMARKS, JUDGES, METHODS, did_you_mean
+    from unlearnkit.registry import ATTACKS, BACKENDS, BENCHMARKS, JUDGES, METHODS, did_you_mean
 
-    registries = {"methods": METHODS, "benchmarks": BENCHMARKS, "judges": JUDGES, "backends": BACKENDS}
+    registries = {"methods": METHODS, "benchmarks": BENCHMARKS, "attacks": ATTACKS, "judges": JUDGES,
+                  "backends": BACKENDS}
     if what in registries:
         registry = registries[what]
         for name in registry.names():

@@ -8,8 +8,9 @@ of a QA row, every token of a text row), with ℓ(·) = log_softmax(z_ref(·) / 
 
     log q_t  = ℓ(x_<t) + η · [ℓ(c⁻, x_<t) − ℓ(c⁺, x_<t)]      (then top-k of log q_t kept, softmax; no gradient)
     L_erase  = (1/|A|) Σ_t CE(π_θ(·|x_<t), q_t) = −(1/|A|) Σ_t Σ_v q_t,v · log π_θ(v|x_<t)
-    L_fluent = NLL_θ(s | x_prompt)   s: a continuation of the forget prompt generated once, before training, by the
-               frozen model guided away from the concept: greedy over ℓ(p, s_<j) + γ_f·[ℓ(c⁻, p, s_<j) − ℓ(c⁺, p, s_<j)]
+    L_fluent = NLL_θ(s | x_prompt)   s: a continuation of the forget prompt generated once, before training, by
+               the frozen model guided away from the concept, greedy over
+               ℓ(p, s_<j) + γ_f·[ℓ(c⁻, p, s_<j) − ℓ(c⁺, p, s_<j)]
     L        = L_erase + w_f · L_fluent + α · L_retain               (L_retain: KL to the frozen model on retain rows)
 
 With c⁺ = c⁻ (or η = 0), top_k = 0 and T = 1 the target is the frozen model's own distribution, so at the start

@@ -8,7 +8,11 @@ Face's ``hidden_states[ℓ + 1]`` — RMU's convention (specs/methods.md pitfall
 * `resolve_layers(spec, n)`: layer indices from absolute ints (negative counts from the end) or
   fractions of depth (floats in [0, 1]: round(f·(n − 1))), so one recipe fits a 2-layer tiny model
   and a 32-layer 8B model.
-* `capture_outputs(model, layers)`: the block outputs of one forward pass (with gradients).
+* `capture_outputs(model, layers)`: the block outputs of one forward pass (with gradients);
+  `observe_outputs(model, {layer: fn})` calls fn(h) on them and changes nothing (the logit lens reads
+  the supervised positions inside the hook, so no B×T×d tensor per layer is kept).
+* `Unembedding(model)`: h ↦ logits as the model maps its last block's output — final norm, output
+  embedding (lm_head), Gemma's final-logit soft-capping — for reading any layer through it (logit lens).
 * `transform_outputs(model, {layer: fn})`: replace block outputs, e.g. direction ablation or a
   latent perturbation; `ablate_directions` is the refusal-feature ablation h ← h − r̂ r̂ᵀ h and
   `add_to_outputs` adds a perturbation h ← h + δ.
@@ -35,6 +39,10 @@ _LAYER_PATHS = ("model.layers", "model.decoder.layers", "transformer.h", "gpt_ne
 # attribute paths from a decoder block to its MLP output (down) projection: Llama/Mistral/Qwen/Gemma,
 # GPT-2, GPT-NeoX, OPT
 _MLP_DOWN_PATHS = ("mlp.down_proj", "mlp.c_proj", "mlp.dense_4h_to_h", "fc2")
+# attribute paths from a causal LM to the norm applied after its last decoder block: Llama/Mistral/Qwen/Gemma,
+# OPT, GPT-2, GPT-NeoX, multimodal wrappers' language model
+_FINAL_NORM_PATHS = ("model.norm", "model.decoder.final_layer_norm", "transformer.ln_f", "gpt_neox.final_layer_norm",
+                     "model.language_model.norm")
 
 
 def tokens_in_cache(args: Sequence, kwargs: Mapping) -> int:
@@ -147,6 +155,57 @@ def capture_outputs(model: nn.Module, layers: Sequence[int]) -> Iterator[dict[in
     finally:
         for handle in handles:
             handle.remove()
+
+
+@contextlib.contextmanager
+def observe_outputs(model: nn.Module, observers: Mapping[int, Callable[[torch.Tensor], None]]) -> Iterator[None]:
+    """Call observers[ℓ](h) with block ℓ's output h (B, T, d) in every forward pass inside the context; the
+    output is left as it is. Registered last, an observer sees the output after any transform already in place."""
+    blocks = decoder_layers(model)
+    handles = []
+    for index, fn in observers.items():
+        def hook(_module, _args, output, fn=fn):
+            fn(_hidden(output))
+        handles.append(blocks[index].register_forward_hook(hook))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+class Unembedding:
+    """h (…, d), the output of any decoder block, ↦ logits (…, V) exactly as the model maps its last block's
+    output: final norm, output embedding (lm_head), and tanh soft-capping where the config has
+    ``final_logit_softcapping`` (Gemma 2/3). Applied to the last block it gives the model's own logits.
+    PEFT and DDP wrappers are looked through."""
+
+    def __init__(self, model: nn.Module):
+        base = base_causal_lm(model)
+        self.norm = _first_path(base, _FINAL_NORM_PATHS, nn.Module)
+        self.head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+        if self.norm is None or self.head is None:
+            raise UnlearnError(f"cannot find the final norm and output embedding of {type(base).__name__} (the logit"
+                               f" lens reads layers through them); supported layouts: {', '.join(_FINAL_NORM_PATHS)}"
+                               " with get_output_embeddings()")
+        config = getattr(base, "config", None)
+        text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+        self.softcap = getattr(text_config, "final_logit_softcapping", None)
+        weight = getattr(self.head, "weight", None)
+        self.vocab_size = int(getattr(self.head, "out_features", 0) or (weight.shape[0] if weight is not None else 0)
+                              or text_config.vocab_size)
+        # where each part's weights live (a model split over devices: the block read may sit elsewhere); weights
+        # offloaded by accelerate ("meta") are left to its hooks, which move the inputs themselves
+        self.devices = [None if w is None or w.device.type == "meta" else w.device
+                        for w in (next(iter(m.parameters()), None) for m in (self.norm, self.head))]
+
+    def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
+        norm_device, head_device = self.devices
+        hidden = self.norm(hidden if norm_device is None else hidden.to(norm_device))
+        logits = self.head(hidden if head_device is None else hidden.to(head_device))
+        if self.softcap:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
 
 
 @contextlib.contextmanager

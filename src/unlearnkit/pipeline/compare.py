@@ -181,6 +181,17 @@ def _run_in_process(recipe: Recipe, run_dir: Path, log_file: Path, progress: boo
         raise UnlearnError(f"internal error: {type(err).__name__}: {first} (traceback in {log_file.name})") from None
 
 
+def _relearn_kept(report: dict) -> float | None:
+    """forget_prob's forgetting kept under the relearning attack."""
+    rows = (report.get("robustness") or {}).get("rows", [])
+    return next((r["forgetting_kept"].get("forget_prob") for r in rows if r["attack"] == "relearn"), None)
+
+
+def _worst(report: dict, part: str) -> float | None:
+    """The worst-case row's forget_prob (part "metrics") or its forgetting kept (part "forgetting_kept")."""
+    return (((report.get("robustness") or {}).get("worst_case") or {}).get(part) or {}).get("forget_prob")
+
+
 def _row(method: str, wall: float, report: dict | None = None, error: str | None = None) -> dict:
     """One table row; a failed method has the same keys, with None for what it did not produce."""
     rep = report or {}
@@ -189,7 +200,8 @@ def _row(method: str, wall: float, report: dict | None = None, error: str | None
             "error": error,
             "forget_prob_before": before.get("forget_prob"), "forget_prob_after": after.get("forget_prob"),
             "forget_quality": after.get("forget_quality"), "model_utility": after.get("model_utility"),
-            "forgetting_kept": ((rep.get("relearn") or {}).get("forgetting_kept") or {}).get("forget_prob"),
+            "forgetting_kept": _relearn_kept(rep), "worst_forget_prob": _worst(rep, "metrics"),
+            "worst_kept": _worst(rep, "forgetting_kept"),
             "trainable_params": rep.get("trainable_params"), "trainable_fraction": rep.get("trainable_fraction"),
             "wall_s": round(wall, 2), "unlearn_s": (rep.get("timings") or {}).get("unlearn"),
             "peak_rss_mb": res.get("peak_rss_mb"), "peak_accelerator_mb": res.get("peak_accelerator_mb"),
@@ -247,17 +259,18 @@ def markdown(result: dict) -> str:
     rows, start = result["rows"], result["start"] or {}
     gpu, failed = any(r["peak_accelerator_mb"] is not None for r in rows), bool(result["failed"])
     head = ["method", "forget prob (before → after)", "forget quality", "model utility", "forgetting kept (relearn)",
-            "trainable params", "wall s",
+            "worst-case forget prob", "worst-case kept", "trainable params", "wall s",
             "peak RSS MB" if result["isolated"] else "peak RSS MB (running max)"] + ["peak GPU MB"] * gpu + ["error"] * failed
     table = [head, ["---"] * len(head)]
     if start:
         table.append(["starting model", *(_fmt(start.get(k)) for k in ("forget_prob", "forget_quality", "model_utility")),
-                      *["—"] * (4 + gpu), *[""] * failed])
+                      *["—"] * (6 + gpu), *[""] * failed])
     for r in rows:
         if r["status"] == "ok":
             label = (r.get("label") or r["method"]) + (" (training stopped early)" if r.get("stopped") else "")
             table.append([label, f"{_fmt(r['forget_prob_before'])} → {_fmt(r['forget_prob_after'])}",
                           _fmt(r["forget_quality"]), _fmt(r["model_utility"]), _fmt(r["forgetting_kept"]),
+                          _fmt(r["worst_forget_prob"]), _fmt(r["worst_kept"]),
                           f"{r['trainable_params']:,} ({100 * r['trainable_fraction']:.3g}%)", _fmt(r["wall_s"]),
                           _fmt(r["peak_rss_mb"]), *[_fmt(r["peak_accelerator_mb"])] * gpu, *[""] * failed])
         else:
@@ -271,7 +284,8 @@ def markdown(result: dict) -> str:
              "forget quality: KS-test p-value against the retain model (higher = closer to never having learned"
              " the forget set); model utility: higher = kept more; forgetting kept: the share of the drop in forget_prob"
              " that survives the relearning attack (1 = all of it, 0 = back to the start; empty when the run had no"
-             " relearning attack). Wall time: the whole run, loading and evaluation included.",
+             " relearning attack); worst case: the highest forget probability over every attack the run made (and none),"
+             " and the forgetting kept there. Wall time: the whole run, loading and evaluation included.",
              ("Peak memory: each method ran in its own process, so each peak is that method's own." if result["isolated"]
               else "Peak memory: all methods ran in one process; peak RSS is the process's running maximum so far,"
                    " not a per-method figure (run without --in-process for per-method peaks)."), ""]

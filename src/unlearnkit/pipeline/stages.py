@@ -193,6 +193,16 @@ def evaluate_before(ctx: RunContext) -> None:
     if ctx.recipe.eval.before or ctx.recipe.guard.enabled:  # the guard compares with the starting model
         ctx.log("evaluating the starting model")
         ctx.before = ctx.evaluate(ctx.model, start=True)
+    elif ctx.recipe.eval.after and _probe_selected(ctx):  # the linear probe is the starting model's, always
+        from unlearnkit.benchmarks.white_box import fit_forget_probe
+
+        fit_forget_probe(ctx.model, ctx.tokenizer, ctx.bench, ctx.fmt, ctx.recipe.eval)
+
+
+def _probe_selected(ctx: RunContext) -> bool:
+    component = ctx.bench.component
+    selected = component.resolve_metrics(ctx.recipe.eval.metrics)
+    return "forget_linear_probe" in (selected if selected is not None else component.metric_names(ctx.bench, ctx.recipe.eval))
 
 
 def screen(ctx: RunContext) -> bool:
@@ -262,13 +272,24 @@ def save(ctx: RunContext) -> None:
     save_model(ctx.model, ctx.tokenizer, ctx.out / "model")
 
 
+def forget_measure(tokenizer, fmt, eval_cfg):
+    """`measure(model, bench)` for attacks: the benchmark's forget metrics only, through the Evaluator."""
+    from unlearnkit.benchmarks.suite import evaluate
+
+    def measure(model, bench) -> dict:
+        return evaluate(model, tokenizer, bench, fmt, eval_cfg, progress=False,
+                        metrics=list(bench.component.forget_metrics))["metrics"]
+
+    return measure
+
+
 def attack(ctx: RunContext) -> bool:
     if ctx.after is None:  # an attack is measured against the unlearned model's metrics
         return False
     from unlearnkit.attacks.robustness import run_attacks
 
     ctx.attacks = run_attacks(ctx.recipe, ctx.model, ctx.tokenizer, ctx.bench, ctx.fmt,
-                              lambda m, b: ctx.evaluate(m, bench=b),
+                              forget_measure(ctx.tokenizer, ctx.fmt, ctx.recipe.eval),
                               before=ctx.before["metrics"] if ctx.before else None, after=ctx.after["metrics"],
                               progress=ctx.progress, log=ctx.log)
     return bool(ctx.attacks)

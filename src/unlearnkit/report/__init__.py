@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from unlearnkit.report.html import write_html
+from unlearnkit.report.robustness import print_robustness, robustness_lines  # noqa: F401  (public here)
 from unlearnkit.report.table import HEADLINE, fmt_value, json_text, table_rows  # noqa: F401  (public here)
 from unlearnkit.train.checkpoint import write_text_atomic
 
@@ -53,42 +53,6 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _pct(value: Any) -> str:
-    return "—" if value is None else f"{100 * value:.0f}%"
-
-
-def robustness_lines(report: dict) -> list[str]:
-    """The attacks section of report.md: forget metrics of each attacked copy and the share of the
-    unlearning effect it kept (1 = all forgetting kept, 0 = fully recovered)."""
-    relearn, quantize, paraphrase = report.get("relearn"), report.get("quantize"), report.get("paraphrase")
-    if not (relearn or quantize or paraphrase):
-        return []
-    from unlearnkit.attacks.robustness import forget_keys
-
-    after = report.get("after") or {}
-    keys = forget_keys(after)[:2]  # TOFU-style: probability and ROUGE; MUSE: verbmem and knowmem
-    labels = {key: label for key, label, _ in HEADLINE}
-    lines = ["", "Robustness (attacks on a copy of the unlearned model; *kept* = share of the unlearning effect"
-             " that survives: 100% = nothing recovered, 0% = back to the starting model):", "",
-             "| model | " + " | ".join(labels[k] for k in keys) + " | " + " | ".join(f"kept ({k})" for k in keys) + " |",
-             "|---|" + "---|" * (2 * len(keys)),
-             "| unlearned | " + " | ".join(fmt_value(after.get(k)) for k in keys) + " |" + " |" * len(keys)]
-
-    def row(label: str, section: dict) -> str:
-        m, kept = section["metrics"], section.get("forgetting_kept") or {}
-        return (f"| {label} | " + " | ".join(fmt_value(m.get(k)) for k in keys) + " | "
-                + " | ".join(_pct(kept.get(k)) for k in keys) + " |")
-
-    if relearn:
-        s = relearn["settings"]
-        lines.append(row(f"relearned ({s.get('samples_used', s['n_samples'])} forget samples, {s['steps']} steps, lr {s['lr']:g})", relearn))
-    for bits, section in (quantize or {}).items():
-        lines.append(row(f"{bits}-bit weights (RTN, per channel)", section))
-    if paraphrase:
-        lines.append(row("paraphrased forget questions", paraphrase))
-    return lines
-
-
 def write_eval(result: dict, out_dir: str | Path, title: str, lines: list[str] | None = None) -> None:
     """eval.json (everything) and eval.md (`lines`, by default the metric table) of `unlearn eval`."""
     out_dir = Path(out_dir)
@@ -118,3 +82,4 @@ def print_table(report: dict) -> None:
     for row in table_rows(report):
         table.add_row(*row)
     Console().print(table)
+    print_robustness(report)

@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 from unlearnkit.report.table import HEADLINE, fmt_value
+from unlearnkit.report.robustness import recovery_curves, robustness_table
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}
@@ -38,19 +39,35 @@ def _figure(width: float = 7.5, height: float = 4.0):
     return fig
 
 
-def attacked_columns(report: dict) -> list[tuple[str, dict]]:
-    """(label, metrics) of every attacked copy of the unlearned model in the report."""
-    columns = []
-    relearn = report.get("relearn") or {}
-    if relearn.get("metrics"):
-        columns.append(("after relearning", relearn["metrics"]))
-    for bits, result in sorted((report.get("quantize") or {}).items()):
-        if isinstance(result, dict) and result.get("metrics"):
-            columns.append((f"after {bits}-bit quantization", result["metrics"]))
-    paraphrase = report.get("paraphrase") or {}
-    if paraphrase.get("metrics"):
-        columns.append(("paraphrased forget questions", paraphrase["metrics"]))
-    return columns
+def curve_plot(report: dict) -> str | None:
+    """Forget metrics against the attacker's fine-tuning steps (relearning with `every` > 0)."""
+    curves = recovery_curves(report)
+    if not curves:
+        return None
+    keys = report["robustness"]["metrics"]
+    fig = _figure()
+    ax = fig.add_subplot()
+    for i, (label, points) in enumerate(curves):
+        for j, key in enumerate(keys):
+            ax.plot([p["step"] for p in points], [p.get(key) for p in points], marker="o", color=f"C{i}",
+                    linestyle=("-", "--", ":")[j % 3], label=f"{key} ({label})" if len(curves) > 1 else key)
+    ax.set_xlabel("relearning step")
+    ax.set_ylabel("forget metric (lower = forgot more)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def robustness_html(report: dict) -> str:
+    table = robustness_table(report)
+    if table is None:
+        return ""
+    header, rows = table
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in header)
+    body = "".join("<tr>" + "".join(f"<td>{'<b>' if r[0].startswith('**') else ''}{html.escape(c.replace('**', ''))}"
+                                    f"{'</b>' if r[0].startswith('**') else ''}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<h2>Robustness</h2><table><tr>{head}</tr>{body}</table>"
 
 
 def loss_plot(records: list[dict]) -> str | None:
@@ -72,7 +89,7 @@ def loss_plot(records: list[dict]) -> str | None:
 
 
 def tradeoff_plot(report: dict) -> str | None:
-    points = [("before", report.get("before")), ("after", report.get("after")), *attacked_columns(report)]
+    points = [("before", report.get("before")), ("after", report.get("after"))]
     points = [(name, m) for name, m in points if m and m.get("forget_quality") is not None
               and m.get("model_utility") is not None]
     if not any(name == "after" for name, _ in points):  # nothing was unlearned (e.g. the guard stopped it)
@@ -95,7 +112,7 @@ def render(report: dict, train_log: list[dict] | None = None) -> str:
     """The page as a string."""
     label = report.get("method_label", report.get("method"))
     title = f"unlearnkit report: {label} on {report.get('benchmark')}"
-    columns = [("before", report.get("before") or {}), ("after", report.get("after") or {}), *attacked_columns(report)]
+    columns = [("before", report.get("before") or {}), ("after", report.get("after") or {})]
     shown = [(key, name, note) for key, name, note in HEADLINE if any(key in m for _, m in columns)]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in ["metric", *[c for c, _ in columns], "reading"])
     rows = "".join("<tr><td>" + html.escape(name) + "</td>" + "".join(
@@ -117,13 +134,11 @@ def render(report: dict, train_log: list[dict] | None = None) -> str:
         parts.append(f"<p class='{css}'>Guard: {html.escape(guard['decision'])}"
                      + (f" at the {html.escape(str(guard['stage']))} stage" if guard.get("stage") else "") + "</p>")
         parts += [f"<p>{html.escape(reason)}</p>" for reason in guard.get("reasons", [])]
-    kept = (report.get("relearn") or {}).get("forgetting_kept")
-    if kept:
-        parts.append("<p>Forgetting kept after relearning: " + html.escape(
-            ", ".join(f"{k} {fmt_value(v)}" for k, v in kept.items())) + "</p>")
     parts.append(f"<h2>Metrics</h2><table><tr>{head}</tr>{rows}</table>")
+    parts.append(robustness_html(report))
     for heading, image in (("Training losses", loss_plot(train_log or [])),
-                           ("Forget quality vs model utility", tradeoff_plot(report))):
+                           ("Forget quality vs model utility", tradeoff_plot(report)),
+                           ("Recovery under relearning", curve_plot(report))):
         if image:
             parts.append(f"<h2>{heading}</h2><img alt='{heading}' src='{image}'>")
     timings = ", ".join(f"{k} {v}" for k, v in (report.get("timings") or {}).items())

@@ -13,6 +13,8 @@ HEADLINE = [  # (key, label, which direction is "forgetting" / "keeping")
     ("forget_rouge", "forget ROUGE-L recall", "lower = forgot more"),
     ("forget_truth_ratio", "forget truth ratio", "closer to retain model"),
     ("forget_quality", "forget quality (KS p)", "higher = closer to retain model"),
+    ("forget_logit_lens", "forget logit lens (best layer's answer prob.)", "lower = forgot more"),
+    ("forget_linear_probe", "forget linear probe (start model's probe, accuracy)", "lower = forgot more"),
     ("model_utility", "model utility", "higher = kept more"),
     ("retain_prob", "retain probability", "higher = kept more"),
     ("retain_rouge", "retain ROUGE-L recall", "higher = kept more"),
