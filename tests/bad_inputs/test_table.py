@@ -145,9 +145,9 @@ CASES: list[Case] = [
     run("world.size=huge", expect="field 'world.size' must be 'default' or 'small'", id="world-size"),
     run("seed=-1", expect="field 'seed' must be at least 0", id="seed-negative"),
     run("output_dir=", expect="field 'output_dir' must not be empty", id="output-dir-empty"),
-    run("attacks.relearn.lr=0", expect="field 'attacks.relearn.lr' must be greater than 0", id="relearn-lr"),
-    run("attacks.relearn.steps=0", expect="field 'attacks.relearn.steps' must be at least 1", id="relearn-steps"),
-    run("attacks.quantize.bits=[9]", expect="field 'attacks.quantize.bits' must hold bit widths between 2 and 8",
+    run("attacks.relearn.lr=0", expect="attack 'relearn': field 'lr' must be greater than 0 (got 0); e.g. attacks.relearn.lr=0.0003", id="relearn-lr"),
+    run("attacks.relearn.steps=0", expect="attack 'relearn': field 'steps' must be at least 1", id="relearn-steps"),
+    run("attacks.quantize.bits=[9]", expect="attacks.quantize.bits must hold bit widths between 2 and 8",
         id="quantize-bits"),
     # ---------------------------------------------------------------- method fields
     run("method.name=npp", expect="unknown method 'npp'; did you mean 'npo'", id="method-unknown"),

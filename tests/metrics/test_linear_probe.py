@@ -61,3 +61,14 @@ def test_bad_shapes_are_refused():
         LinearProbe.fit(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))
     with pytest.raises(ValueError, match="features"):
         LinearProbe.fit(torch.zeros(3, 4), torch.zeros(2, dtype=torch.long))
+
+
+def test_non_finite_features_are_refused():
+    import torch
+
+    from unlearnkit.metrics.linear_probe import LinearProbe
+
+    features = torch.ones(4, 3)
+    features[1, 2] = float("inf")
+    with pytest.raises(ValueError, match="finite"):
+        LinearProbe.fit(features, torch.tensor([1, 2, 1, 2]))

@@ -7,7 +7,8 @@ stream while the forget metrics are re-measured, and are removed afterwards.
       r_ℓ = mean_{x ∈ F} h_ℓ(x)[last prompt token] − mean_{x ∈ R} h_ℓ(x)[last prompt token]
       r̂_ℓ = r_ℓ / ‖r_ℓ‖
 
-  (F: up to `n_rows` forget rows, R: as many retain rows, drawn with the run's seed), then h ← h − r̂ r̂ᵀ h at every
+  (F: up to `n_rows` forget rows, R: as many retain rows, drawn with the run's seed; a bare-text row's last token
+  stands for its prompt end), then h ← h − r̂ r̂ᵀ h at every
   token of those blocks. If unlearning works by writing a "suppress this" direction that the forget prompts
   share, removing it brings the knowledge back. A zero direction changes nothing (F.normalize(0) = 0).
 * ``latent`` (a universal latent attack; targeted LAT's adversary, Sheshadri et al. 2024, made input-independent
@@ -30,7 +31,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from unlearnkit.attacks.base import Attack, AttackRow, AttackTarget
-from unlearnkit.data.batch import collate
+from unlearnkit.data.batch import IGNORE_INDEX, Example, collate
 from unlearnkit.data.pairing import encode_rows
 from unlearnkit.data.texts import encode_text_rows
 from unlearnkit.errors import UnlearnError
@@ -42,12 +43,15 @@ from unlearnkit.model.hooks import (ablate_directions, add_to_outputs, capture_o
 from unlearnkit.registry import ATTACKS, Positive, PositiveInt
 
 
-def _batch(target: AttackTarget, rows: list[dict], n: int, salt: int):
-    """Up to `n` of `rows` (seeded choice), encoded (QA rows with the format, text rows as text), on the model's device."""
+def _batch(target: AttackTarget, rows: list[dict], n: int, salt: int, prompts_only: bool = False):
+    """Up to `n` of `rows` (seeded choice), encoded (QA rows with the format, text rows as text), on the model's
+    device. `prompts_only`: text rows lose their labels, so that their "prompt end" is their last token."""
     rows = random.Random(target.seed * 7919 + salt).sample(list(rows), min(n, len(rows)))
     qa = all("question" in r and "answer" in r for r in rows)
     examples = (encode_rows(rows, target.tokenizer, target.fmt, max_length=target.max_length) if qa
                 else encode_text_rows(rows, target.tokenizer, max_length=target.max_length))
+    if prompts_only and not qa:
+        examples = [Example(e.input_ids, (IGNORE_INDEX,) * len(e.input_ids)) for e in examples]
     pad = target.tokenizer.pad_token_id if target.tokenizer.pad_token_id is not None else target.tokenizer.eos_token_id
     return collate(examples, pad).to(next(target.model.parameters()).device)
 
@@ -74,8 +78,8 @@ class DirectionAblation(Attack):
             raise UnlearnError(f"attacks.ablation contrasts forget with retain rows; {target.bench.name} has no"
                                " retain rows here: set attacks.ablation.enabled=false")
         layers = resolve_layers(self.layers, len(decoder_layers(target.model)), "attacks.ablation.layers")
-        return refusal_directions(target.model, _batch(target, _answer_rows(target), self.n_rows, 1),
-                                  _batch(target, retain, self.n_rows, 2), layers)
+        return refusal_directions(target.model, _batch(target, _answer_rows(target), self.n_rows, 1, True),
+                                  _batch(target, retain, self.n_rows, 2, True), layers)
 
     def run(self, target: AttackTarget) -> list[AttackRow]:
         directions = self.directions(target)

@@ -65,6 +65,10 @@ def _filler(row: dict) -> dict:
     return {**row, "question": f"{FILLER}\n{row['question']}"}
 
 
+def _retain_qa(bench) -> list[dict]:
+    return [r for r in bench.train_retain if "question" in r and "answer" in r]
+
+
 TEMPLATES: dict[str, Callable[[dict], dict | None]] = {
     "prefix_injection": _prefix_injection, "affirmative_suffix": _affirmative_suffix, "role_play": _role_play,
     "reverse_query": _reverse_query, "filler": _filler}
@@ -84,14 +88,16 @@ class FewShot(Attack):
         if self.source not in ("retain", "forget"):
             raise UnlearnError(f"attacks.few_shot.source must be retain or forget, not '{self.source}'")
 
+    def check(self, bench) -> None:
+        super().check(bench)
+        if self.source == "retain" and not _retain_qa(bench):
+            raise UnlearnError(f"attacks.few_shot.source=retain: {bench.name} has no retain QA rows here;"
+                               " set attacks.few_shot.source=forget")
+
     def pool(self, target: AttackTarget) -> list[dict]:
         if self.source == "forget":
             return target.component.forget_question_rows(target.bench)
-        rows = [r for r in target.bench.train_retain if "question" in r and "answer" in r]
-        if not rows:
-            raise UnlearnError(f"attacks.few_shot.source=retain: {target.bench.name} has no retain QA rows here;"
-                               " set attacks.few_shot.source=forget")
-        return rows
+        return _retain_qa(target.bench)
 
     def run(self, target: AttackTarget) -> list[AttackRow]:
         pool = self.pool(target)

@@ -140,10 +140,13 @@ class Quantize(Attack):
     cheap: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
+        if not self.bits:
+            raise UnlearnError("attacks.quantize.bits is empty; name widths such as [8, 4], or turn the attack off"
+                               " with attacks.quantize=false")
         bad = [b for b in self.bits if b not in SUPPORTED_BITS]
-        if bad or not self.bits:
+        if bad:
             raise UnlearnError("attacks.quantize.bits must hold bit widths between 2 and 8, such as [8, 4]"
-                               f" (not {bad or self.bits})")
+                               f" (not {bad})")
         if self.scheme not in ("rtn", "nf4"):
             raise UnlearnError(f"attacks.quantize.scheme must be rtn or nf4, not '{self.scheme}'")
         if self.scheme == "nf4" and self.bits != [4]:

@@ -99,6 +99,8 @@ def _lens_result(lens: tuple[np.ndarray, np.ndarray], own: tuple[np.ndarray, np.
 def _probe_result(probes: dict, layer: int, readouts: list, device: torch.device) -> tuple[float, dict, float]:
     """(metric, detail, seconds spent fitting) — fitting first when `probes` has none for `layer`."""
     features, targets, rows = _probe_positions(readouts, layer)
+    if not bool(torch.isfinite(features).all()):  # a broken model: nothing to fit or read (reported non-finite)
+        return float("nan"), {"layer": layer, "non_finite_hidden_states": True}, 0.0
     fitted_here, fit_seconds = layer not in probes, 0.0
     if fitted_here:
         started = time.perf_counter()
@@ -146,9 +148,10 @@ def plan_white_box(ev, data, fmt, metrics: Sequence[str]) -> Callable[[], dict]:
     return finish
 
 
-def fit_forget_probe(model, tokenizer, data, fmt, eval_cfg) -> LinearProbe:
+def fit_forget_probe(model, tokenizer, data, fmt, eval_cfg) -> LinearProbe | None:
     """Fit the linear probe on `model`'s forget-answer hidden states and keep it on `data`, so that every later
-    evaluation of `data` (any model) applies this one: fit on model A, evaluate model B. One scoring pass."""
+    evaluation of `data` (any model) applies this one: fit on model A, evaluate model B. One scoring pass. None (and
+    nothing kept) when `model`'s hidden states are not finite."""
     from unlearnkit.benchmarks.evaluator import Evaluator
 
     ev = Evaluator(model, tokenizer, batch_size=eval_cfg.batch_size, max_tokens=eval_cfg.max_tokens_per_batch)
@@ -156,5 +159,7 @@ def fit_forget_probe(model, tokenizer, data, fmt, eval_cfg) -> LinearProbe:
     hidden = ev.hidden_states(forget_answer_examples(list(data.splits.forget), fmt, tokenizer), layer)
     ev.run()
     features, targets, _ = _probe_positions(hidden.get(), layer)
+    if not bool(torch.isfinite(features).all()):  # a broken starting model: each evaluation fits its own
+        return None
     data.probes[layer] = LinearProbe.fit(features.to(model_device(model)), targets)
     return data.probes[layer]

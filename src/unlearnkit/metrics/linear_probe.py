@@ -42,6 +42,8 @@ class LinearProbe:
             raise ValueError(f"a probe needs features (N, d) and N targets with N > 0; got {tuple(features.shape)}"
                              f" and {tuple(targets.shape)}")
         x = features.float()
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("a probe needs finite features; these hold inf or nan (a diverged model?)")
         classes, y = torch.unique(targets.to(x.device), sorted=True, return_inverse=True)
         mean, scale = x.mean(0), x.std(0, unbiased=False).clamp(min=1e-6)
         x = (x - mean) / scale

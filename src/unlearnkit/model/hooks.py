@@ -187,7 +187,8 @@ class Unembedding:
         if self.norm is None or self.head is None:
             raise UnlearnError(f"cannot find the final norm and output embedding of {type(base).__name__} (the logit"
                                f" lens reads layers through them); supported layouts: {', '.join(_FINAL_NORM_PATHS)}"
-                               " with get_output_embeddings()")
+                               " with get_output_embeddings(); or leave forget_logit_lens and forget_linear_probe out"
+                               " of eval.metrics")
         config = getattr(base, "config", None)
         text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
         self.softcap = getattr(text_config, "final_logit_softcapping", None)
