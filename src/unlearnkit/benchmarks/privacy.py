@@ -28,6 +28,7 @@ import numpy as np
 
 from unlearnkit.benchmarks.passes import token_statistics
 from unlearnkit.data.batch import Example
+from unlearnkit.data.pairing import encode_qa_rows
 from unlearnkit.errors import UnlearnError
 from unlearnkit.metrics import memorization, mia
 
@@ -35,16 +36,7 @@ AUC_KEYS = ("mia_loss", "mia_zlib", "mia_reference", "mia_gradnorm", "mia_min_k"
 
 
 def _encode(rows: list[dict], split: str, fmt: Any, tokenizer: Any) -> list[Example]:
-    if not rows:
-        raise UnlearnError(f"privacy metrics need at least one {split} row; the {split} set is empty")
-    examples = []
-    for index, row in enumerate(rows):
-        missing = [key for key in ("question", "answer") if key not in row]
-        if missing:
-            raise UnlearnError(f"{split} row {index}: missing {', '.join(missing)} (row has {', '.join(sorted(row))});"
-                               " privacy metrics need TOFU-schema rows with 'question' and 'answer'")
-        examples.append(fmt.encode(tokenizer, row["question"], row["answer"]))
-    return examples
+    return encode_qa_rows(rows, tokenizer, fmt, split, "privacy metrics")
 
 
 PRIVACY_METRICS = ("mia_loss", "mia_zlib", "mia_reference", "mia_gradnorm", "mia_min_k", "mia_min_k_plus_plus",

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from unlearnkit.benchmarks.passes import model_device
+from unlearnkit.data.pairing import encode_qa_rows
 from unlearnkit.errors import UnlearnError
 from unlearnkit.logs import logger
 from unlearnkit.metrics.likelihood import average_loss
@@ -49,16 +50,7 @@ FITTED_EARLIER = "the first model evaluated on this data (in `unlearn run`: the 
 
 def forget_answer_examples(rows: Sequence[dict], fmt: Any, tokenizer: Any) -> list:
     """The forget answers as teacher-forced sequences, exactly as ``forget_prob`` encodes them."""
-    if not rows:
-        raise UnlearnError("white-box metrics need at least one forget row; the forget set is empty")
-    examples = []
-    for index, row in enumerate(rows):
-        missing = [key for key in ("question", "answer") if key not in row]
-        if missing:
-            raise UnlearnError(f"forget row {index}: missing {', '.join(missing)} (row has {', '.join(sorted(row))});"
-                               " the logit lens and the linear probe need QA rows with 'question' and 'answer'")
-        examples.append(fmt.encode(tokenizer, row["question"], row["answer"]))
-    return examples
+    return encode_qa_rows(rows, tokenizer, fmt, "forget", "the logit lens and the linear probe")
 
 
 def probe_layer(model: Any) -> int:

@@ -96,6 +96,19 @@ def batch_stream(data: UnlearnData, batch_size: int, seed: int, rank: int = 0,
         epoch += 1
 
 
+def encode_qa_rows(rows: Sequence[dict], tokenizer: Any, fmt: Any, split: str, needed_by: str) -> list[Example]:
+    """`rows` as teacher-forced QA sequences (prompt masked), after checking each has a question and an answer:
+    one line naming the row, the split and what needs them (`needed_by`) otherwise."""
+    if not rows:
+        raise UnlearnError(f"{needed_by} need at least one {split} row; the {split} set is empty")
+    for index, row in enumerate(rows):
+        missing = [key for key in ("question", "answer") if key not in row]
+        if missing:
+            raise UnlearnError(f"{split} row {index}: missing {', '.join(missing)} (row has {', '.join(sorted(row))});"
+                               f" {needed_by} need QA rows with 'question' and 'answer'")
+    return [fmt.encode(tokenizer, row["question"], row["answer"]) for row in rows]
+
+
 def encode_rows(rows: Sequence[dict], tokenizer: Any, fmt: Any, answer_key: str = "answer",
                 question_key: str = "question", max_length: int | None = None) -> list[Example]:
     return [fmt.encode(tokenizer, r[question_key], r[answer_key], max_length=max_length) for r in rows]

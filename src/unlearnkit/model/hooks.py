@@ -143,35 +143,27 @@ def _replace_hidden(output, hidden: torch.Tensor):
 @contextlib.contextmanager
 def capture_outputs(model: nn.Module, layers: Sequence[int]) -> Iterator[dict[int, torch.Tensor]]:
     """Collect block outputs (B, T, d) of the forward passes run inside the context (last pass wins)."""
-    blocks = decoder_layers(model)
     captured: dict[int, torch.Tensor] = {}
-    handles = []
-    for index in layers:
-        def hook(_module, _args, output, index=index):
+
+    def make(index: int):
+        def hook(_module, _args, output):
             captured[index] = _hidden(output)
-        handles.append(blocks[index].register_forward_hook(hook))
-    try:
+        return hook
+
+    with _block_hooks(model, {index: make(index) for index in layers}):
         yield captured
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
-@contextlib.contextmanager
-def observe_outputs(model: nn.Module, observers: Mapping[int, Callable[[torch.Tensor], None]]) -> Iterator[None]:
-    """Call observers[ℓ](h) with block ℓ's output h (B, T, d) in every forward pass inside the context; the
-    output is left as it is. Registered last, an observer sees the output after any transform already in place."""
-    blocks = decoder_layers(model)
-    handles = []
-    for index, fn in observers.items():
-        def hook(_module, _args, output, fn=fn):
+def observe_outputs(model: nn.Module, observers: Mapping[int, Callable[[torch.Tensor], None]]):
+    """Context: observers[ℓ](h) is called with block ℓ's output h (B, T, d) in every forward pass; the output is
+    left as it is. Registered last, an observer sees the output after any transform already in place."""
+
+    def make(fn: Callable[[torch.Tensor], None]):
+        def hook(_module, _args, output):
             fn(_hidden(output))
-        handles.append(blocks[index].register_forward_hook(hook))
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
+        return hook
+
+    return _block_hooks(model, {index: make(fn) for index, fn in observers.items()})
 
 
 class Unembedding:
@@ -210,19 +202,26 @@ class Unembedding:
 
 
 @contextlib.contextmanager
-def transform_outputs(model: nn.Module, transforms: Mapping[int, Callable[[torch.Tensor], torch.Tensor]]) -> Iterator[None]:
-    """Replace block ℓ's output h by transforms[ℓ](h) in every forward pass inside the context."""
+def _block_hooks(model: nn.Module, hooks: Mapping[int, Callable]) -> Iterator[None]:
+    """Forward hooks on decoder blocks (by index) for the duration of the context, removed however it ends."""
     blocks = decoder_layers(model)
-    handles = []
-    for index, fn in transforms.items():
-        def hook(_module, _args, output, fn=fn):
-            return _replace_hidden(output, fn(_hidden(output)))
-        handles.append(blocks[index].register_forward_hook(hook))
+    handles = [blocks[index].register_forward_hook(hook) for index, hook in hooks.items()]
     try:
         yield
     finally:
         for handle in handles:
             handle.remove()
+
+
+def transform_outputs(model: nn.Module, transforms: Mapping[int, Callable[[torch.Tensor], torch.Tensor]]):
+    """Context: block ℓ's output h is replaced by transforms[ℓ](h) in every forward pass."""
+
+    def make(fn: Callable[[torch.Tensor], torch.Tensor]):
+        def hook(_module, _args, output):
+            return _replace_hidden(output, fn(_hidden(output)))
+        return hook
+
+    return _block_hooks(model, {index: make(fn) for index, fn in transforms.items()})
 
 
 def ablate_directions(model: nn.Module, directions: Mapping[int, torch.Tensor]):
