@@ -45,7 +45,9 @@ def sample_report() -> dict:
                                                {"step": 10, "forget_prob": 0.5}]}],
                            "worst_case": {"metrics": {"forget_prob": 0.5}, "forgetting_kept": {"forget_prob": 0.5},
                                           "attack": {"forget_prob": "relearned (10 forget rows)"}}},
-            "guard": {"decision": "accepted", "stage": None, "reasons": []}}
+            "guard": {"decision": "accepted", "stage": None, "reasons": []},
+            "per_sample": {name: {"logit_lens": {"layer": [0, 1, 2], "forget_logit_lens_by_layer": values}}
+                           for name, values in (("before", [0.3, 0.6, 0.99]), ("after", [0.3, 0.2, 0.01]))}}
 
 
 def parse(text: str) -> Page:
@@ -63,7 +65,7 @@ def test_page_has_the_table_and_embeds_valid_pngs(tmp_path):
     page = parse(path.read_text())
     assert page.tags[0] == "html" and "table" in page.tags
     assert "relearned (10 forget rows)" in page.cells and "worst case" in page.cells and "forget probability" in page.cells
-    assert len(page.images) == 3 and not page.links  # losses, trade-off, recovery curve; nothing fetched from outside
+    assert len(page.images) == 4 and not page.links  # losses, trade-off, recovery, logit lens; nothing from outside
     for src in page.images:
         header, data = src.split(",", 1)
         assert header == "data:image/png;base64"
@@ -97,7 +99,7 @@ def test_page_renders_in_headless_chromium(tmp_path):
     decoded = re.search(r'data-decoded="([^"]*)"', dom)
     assert decoded, "the load handler did not run: the page did not finish loading"
     widths = [int(w) for w in decoded.group(1).split(",")]
-    assert len(widths) == 3 and min(widths) > 100  # loss curves, trade-off and recovery curve, all decoded
+    assert len(widths) == 4 and min(widths) > 100  # loss curves, trade-off, recovery curve, logit lens: all decoded
     shot = tmp_path / "shot.png"
     headless(tmp_path, f"--screenshot={shot}", "--window-size=1000,1600", page.as_uri())
     pixels = imread(str(shot))[..., :3]
@@ -107,7 +109,7 @@ def test_page_renders_in_headless_chromium(tmp_path):
 
 def test_page_without_training_or_plots_still_renders():
     report = sample_report()
-    report.update(train=None, after=None, robustness=None,
+    report.update(train=None, after=None, robustness=None, per_sample=None,
                   guard={"decision": "rejected", "stage": "screen", "reasons": ["flagged <3> requests"]})
     page = parse(render(report, []))
     assert not page.images and "flagged <3> requests" in page.cells  # escaped text, not markup

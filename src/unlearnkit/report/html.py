@@ -59,6 +59,24 @@ def curve_plot(report: dict) -> str | None:
     return _png(fig)
 
 
+def lens_plot(report: dict) -> str | None:
+    """The forget answers' probability decoded from every layer (logit lens), before and after unlearning."""
+    curves = [(name, ((report.get("per_sample") or {}).get(name) or {}).get("logit_lens")) for name in ("before", "after")]
+    curves = [(name, lens) for name, lens in curves if lens and lens.get("forget_logit_lens_by_layer")]
+    if not curves:
+        return None
+    fig = _figure(6.5, 3.6)
+    ax = fig.add_subplot()
+    for i, (name, lens) in enumerate(curves):
+        ax.plot(lens["layer"], lens["forget_logit_lens_by_layer"], marker="o", color=f"C{i}", label=name)
+    ax.set_xlabel("decoder block (its output read through the final norm and lm_head)")
+    ax.set_ylabel("forget answer probability")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
 def robustness_html(report: dict) -> str:
     table = robustness_table(report)
     if table is None:
@@ -138,7 +156,8 @@ def render(report: dict, train_log: list[dict] | None = None) -> str:
     parts.append(robustness_html(report))
     for heading, image in (("Training losses", loss_plot(train_log or [])),
                            ("Forget quality vs model utility", tradeoff_plot(report)),
-                           ("Recovery under relearning", curve_plot(report))):
+                           ("Recovery under relearning", curve_plot(report)),
+                           ("Logit lens: the forget answers read from every layer", lens_plot(report))):
         if image:
             parts.append(f"<h2>{heading}</h2><img alt='{heading}' src='{image}'>")
     timings = ", ".join(f"{k} {v}" for k, v in (report.get("timings") or {}).items())
