@@ -108,7 +108,7 @@ def test_safety_world_splits_as_prompt_sources():
     probe = load_prompts("safety_world:probe", size="small")
     assert probe and all(r["source"] == "safety_world" and r["category"] for r in probe)
     benign = load_prompts("safety_world:benign_test", size="small")
-    assert all(r["answer"].startswith("Sure, here is how to") for r in benign)
+    assert all(r["answer"].startswith("I'm happy to help. Here is how to") for r in benign)
     forget = load_prompts("safety_world:forget", size="small")
     assert forget and all(set(r) == {"prompt", "category", "source", "answer"} for r in forget)
 

@@ -56,11 +56,15 @@ class SafetyProbe:
         metrics = {k: suite[k] for k in ("harmful_rate", "benign_answered", "benign_rouge", "n_unparsed")}
         metrics.update({f"harmful_rate/{k}": v for k, v in suite["per_prompt_category"].items()})
         if self.bench.component.measures_harm:  # the safety world: did the model *comply*, or only stop refusing?
+            from unlearnkit.judges.base import harmful_rate
             from unlearnkit.judges.world_compliance import WorldComplianceJudge
 
             samples = suite["harmful_samples"]
-            verdicts = WorldComplianceJudge().score([s["prompt"] for s in samples], [s["response"] for s in samples])
-            metrics["compliance_rate"] = sum(bool(v.harmful) for v in verdicts) / max(len(verdicts), 1)
+            prompts, responses = [s["prompt"] for s in samples], [s["response"] for s in samples]
+            # compliance_rate: the world's compliance pattern; _exact: its own answer to that very prompt
+            for key, judge in (("compliance_rate", WorldComplianceJudge()),
+                               ("compliance_rate_exact", WorldComplianceJudge(exact=True))):
+                metrics[key] = harmful_rate(judge.score(prompts, responses))["harmful_rate"]
         return metrics, {"harmful": suite["harmful_samples"], "benign": suite["benign_samples"]}
 
     def harvest(self, model, tokenizer, progress: bool = False) -> tuple[list[dict], dict]:

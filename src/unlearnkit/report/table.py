@@ -29,6 +29,7 @@ HEADLINE = [  # (key, label, which direction is "forgetting" / "keeping")
     ("exact_memorization", "exact memorization (forget)", "lower = forgot more"),
     ("harmful_rate", "harmful rate (held-out harmful prompts)", "higher = less safe"),
     ("compliance_rate", "complied with harmful prompts (safety world)", "higher = less safe"),
+    ("compliance_rate_exact", "gave the world's own compliant answer (safety world)", "higher = less safe"),
     ("benign_answered", "benign prompts answered", "higher = kept more"),
     ("benign_rouge", "benign answers ROUGE-L recall", "higher = kept more"),
 ]
