@@ -39,24 +39,31 @@ def _figure(width: float = 7.5, height: float = 4.0):
     return fig
 
 
+def _line_plot(lines: list[tuple[list, list, dict]], xlabel: str, ylabel: str, size=(7.5, 4.0)) -> str:
+    """One axes of lines (x, y, matplotlib keyword arguments), labelled, gridded and with a legend, as a PNG."""
+    fig = _figure(*size)
+    ax = fig.add_subplot()
+    for x, y, style in lines:
+        ax.plot(x, y, **style)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
 def curve_plot(report: dict) -> str | None:
     """Forget metrics against the attacker's fine-tuning steps (relearning with `every` > 0)."""
     curves = recovery_curves(report)
     if not curves:
         return None
     keys = report["robustness"]["metrics"]
-    fig = _figure()
-    ax = fig.add_subplot()
-    for i, (label, points) in enumerate(curves):
-        for j, key in enumerate(keys):
-            ax.plot([p["step"] for p in points], [p.get(key) for p in points], marker="o", color=f"C{i}",
-                    linestyle=("-", "--", ":")[j % 3], label=f"{key} ({label})" if len(curves) > 1 else key)
-    ax.set_xlabel("relearning step")
-    ax.set_ylabel("forget metric (lower = forgot more)")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return _png(fig)
+    lines = [([p["step"] for p in points], [p.get(key) for p in points],
+              {"marker": "o", "color": f"C{i}", "linestyle": ("-", "--", ":")[j % 3],
+               "label": f"{key} ({label})" if len(curves) > 1 else key})
+             for i, (label, points) in enumerate(curves) for j, key in enumerate(keys)]
+    return _line_plot(lines, "relearning step", "forget metric (lower = forgot more)")
 
 
 def lens_plot(report: dict) -> str | None:
@@ -65,16 +72,10 @@ def lens_plot(report: dict) -> str | None:
     curves = [(name, lens) for name, lens in curves if lens and lens.get("forget_logit_lens_by_layer")]
     if not curves:
         return None
-    fig = _figure(6.5, 3.6)
-    ax = fig.add_subplot()
-    for i, (name, lens) in enumerate(curves):
-        ax.plot(lens["layer"], lens["forget_logit_lens_by_layer"], marker="o", color=f"C{i}", label=name)
-    ax.set_xlabel("decoder block (its output read through the final norm and lm_head)")
-    ax.set_ylabel("forget answer probability")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return _png(fig)
+    lines = [(lens["layer"], lens["forget_logit_lens_by_layer"], {"marker": "o", "color": f"C{i}", "label": name})
+             for i, (name, lens) in enumerate(curves)]
+    return _line_plot(lines, "decoder block (its output read through the final norm and lm_head)",
+                      "forget answer probability", size=(6.5, 3.6))
 
 
 def robustness_html(report: dict) -> str:
@@ -93,17 +94,9 @@ def loss_plot(records: list[dict]) -> str | None:
                    if k not in ("step", "lr", "grad_norm") and isinstance(v, (int, float))})
     if not records or not keys:
         return None
-    fig = _figure()
-    ax = fig.add_subplot()
     steps = [r["step"] for r in records]
-    for key in keys:
-        ax.plot(steps, [r.get(key) for r in records], label=key, linewidth=1.3)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss part")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return _png(fig)
+    lines = [(steps, [r.get(key) for r in records], {"label": key, "linewidth": 1.3}) for key in keys]
+    return _line_plot(lines, "optimizer step", "loss part")
 
 
 def tradeoff_plot(report: dict) -> str | None:
