@@ -106,3 +106,26 @@ def test_training_logs_every_loss_part_to_tensorboard(train_tiny, tmp_path):
     assert {"loss", "forget", "retain", "lr", "grad_norm", "eval/forget_prob", "eval/nested/x"} <= set(scalars)
     losses = [e.value for e in events.Scalars("loss")]
     assert losses == pytest.approx(run.losses, rel=1e-6)
+
+
+def test_the_process_group_is_destroyed_at_exit_once(monkeypatch):
+    """A process that leaves gloo's group alive can abort during interpreter shutdown (SIGABRT after its work
+    is done): the first set-up registers one exit handler that destroys the group."""
+    import torch.distributed as dist
+
+    from unlearnkit.train import strategy as module
+
+    registered = []
+    monkeypatch.setattr(module, "_CLOSING", False)
+    monkeypatch.setattr(module.atexit, "register", registered.append)
+    module.close_group_at_exit()
+    module.close_group_at_exit()
+    assert registered == [module._close_group]
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        registered[0]()
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    registered[0]()  # nothing to close: no error

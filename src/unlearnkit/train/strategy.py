@@ -20,6 +20,7 @@ type it would have chosen on a GPU; everything after that (`prepare`, `no_sync`,
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass, replace
 from typing import Callable
@@ -81,7 +82,29 @@ def join_processes() -> tuple[int, int]:
         from accelerate import PartialState
 
         PartialState(cpu=not torch.cuda.is_available())
+    close_group_at_exit()
     return dist.get_rank(), dist.get_world_size()
+
+
+_CLOSING = False
+
+
+def close_group_at_exit() -> None:
+    """Destroy the process group when the interpreter exits, while it is still whole. Gloo's worker threads hold
+    tensors; a process that ends without `destroy_process_group` frees them during finalisation and can abort
+    ("terminate called without an active exception", SIGABRT) after its work is done. No barrier: a rank that
+    leaves on an error must not wait for the others."""
+    global _CLOSING
+    if not _CLOSING:
+        _CLOSING = True
+        atexit.register(_close_group)
+
+
+def _close_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def requested() -> Strategy:
@@ -131,6 +154,8 @@ def make_accelerator(device: str, mixed_precision: str = "no", local: bool = Fal
         _hand_over(accelerator, strategy)
     else:
         accelerator = Accelerator(mixed_precision=mixed_precision, cpu=on_cpu, **kwargs)
+    if world > 1:
+        close_group_at_exit()
     wanted = {"fsdp2": DistributedType.FSDP, "deepspeed": DistributedType.DEEPSPEED}.get(strategy.name)
     if wanted is not None and accelerator.distributed_type != wanted:
         raise UnlearnError(f"the accelerate config asks for {strategy.label}, but accelerate did not start it; launch"
