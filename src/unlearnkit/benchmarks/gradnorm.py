@@ -5,7 +5,13 @@ L = −mean of the answer's token log-probs without the final labelled token (th
 mean over parameter tensors W of ‖∂L/∂W‖_p. Gradients never touch the parameters' ``.grad``; a frozen model
 (no parameter requiring a gradient) has all its parameters differentiated for the pass.
 
-The batched path takes `batch_size` samples per backward with ``torch.func``: ``vmap(grad(loss))`` over
+For p = 2 (the default, OpenUnlearning's), `batch_size` samples share one forward and one backward to the
+layers' outputs, and each sample's norms come from Gram matrices over its positions without any gradient
+being formed (`ghost_norms`: linear layers, embeddings, tied tables and norm scales, exactly). Before the
+first batch it checks itself against one backward on the first sample, tensor by tensor, in eval mode; a
+model it does not cover or a disagreement sends the pass to the paths below.
+
+For other p the batched path takes `batch_size` samples per backward with ``torch.func``: ``vmap(grad(loss))`` over
 padded samples, each with an explicit 4-D causal-and-padding attention mask (the model's own mask code has
 data-dependent branches that vmap cannot trace). Per-sample gradients of every parameter are held for
 one chunk, so the chunk is sized to the memory: `batch_size` samples, or fewer when
@@ -25,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from unlearnkit.benchmarks import ghost_norms
 from unlearnkit.benchmarks.passes import model_device
 from unlearnkit.data.batch import Example, collate
 from unlearnkit.losses import logits_of, token_logprobs
@@ -63,6 +70,59 @@ def _one_by_one(model, examples, pad_id, named, p) -> np.ndarray:
             continue
         grads = torch.autograd.grad(-picked[0, positions].mean(), params, allow_unused=True)
         scores[index] = mia.gradnorm_score(grads, p=p)
+    return scores
+
+
+def _ghost_loss(model, batch):
+    """() → (Σ over rows of the row's loss, rows): each row's mean negative log-prob over its kept positions, the
+    float32 log-softmax taken at those positions only."""
+    def loss_of():
+        logits = logits_of(model, batch)
+        weights = _kept_positions(batch.labels)
+        rows, cols = weights.nonzero(as_tuple=True)
+        targets = batch.labels[:, 1:][rows, cols]
+        logp = torch.log_softmax(logits[:, :-1][rows, cols].float(), dim=-1).gather(-1, targets.unsqueeze(-1))
+        return -(logp.squeeze(-1) / weights.sum(-1).clamp(min=1)[rows]).sum(), batch.input_ids.shape[0]
+    return loss_of
+
+
+def _ghost_agrees(model, example: Example, pad_id: int, params, modules) -> bool:
+    """The ghost norms of `example` equal one backward's, tensor by tensor (eval mode: no dropout on either side)."""
+    batch = collate([example], pad_id).to(model_device(model))
+    if _kept_positions(batch.labels).sum() == 0:
+        return True
+    was_training = model.training
+    model.eval()
+    try:
+        ghost = ghost_norms.per_sample_norms(model, modules, params, _ghost_loss(model, batch))[:, 0]
+        picked, mask = token_logprobs(logits_of(model, batch), batch.labels)
+        positions = mask[0].nonzero().flatten()[:-1]
+        grads = torch.autograd.grad(-picked[0, positions].mean(), params, allow_unused=True)
+    finally:
+        model.train(was_training)
+    exact = torch.tensor([float("nan") if g is None else float(g.double().norm()) for g in grads], dtype=torch.float64)
+    if not torch.equal(exact.isnan(), ghost.isnan()):
+        return False
+    reached = ~exact.isnan()
+    tolerance = 1e-3 if params[0].dtype == torch.float32 else 5e-2
+    floor = 1e-6 * float(exact[reached].mean()) if reached.any() else 0.0
+    return bool(((ghost[reached] - exact[reached]).abs() <= tolerance * exact[reached] + floor).all())
+
+
+def _ghost(model, examples, pad_id, named, chunk: int) -> np.ndarray | None:
+    """p = 2 scores through `ghost_norms` (None where it does not cover the model or disagrees with autograd)."""
+    params = [param for _, param in named]
+    modules = ghost_norms.covered_modules(model, params)
+    if modules is None or not _ghost_agrees(model, examples[0], pad_id, params, modules):
+        return None
+    device = model_device(model)
+    scores = np.zeros(len(examples), dtype=np.float64)
+    for start in range(0, len(examples), chunk):
+        batch = collate(examples[start:start + chunk], pad_id).to(device)
+        norms = ghost_norms.per_sample_norms(model, modules, params, _ghost_loss(model, batch))  # (P, B)
+        reached = norms[~norms.isnan().all(1)]
+        empty = (_kept_positions(batch.labels).sum(-1) == 0).cpu()  # no token left: 0, as one by one
+        scores[start:start + chunk] = torch.where(empty, 0.0, reached.mean(0)).numpy()
     return scores
 
 
@@ -122,6 +182,13 @@ def gradnorm_scores(model: Any, examples: list[Example], pad_id: int, p: float =
     try:
         model.train()
         with torch.enable_grad():
+            if p == 2 and batch_size > 1 and not has_edits(model):
+                try:
+                    ghost = _ghost(model, examples, pad_id, named, batch_size)
+                except (RuntimeError, ValueError):  # e.g. an in-place op on a layer's output
+                    ghost = None
+                if ghost is not None:
+                    return ghost
             chunk = _chunk(model, named, batch_size, max_bytes)
             batched = batch_size > 1 and (model_device(model).type == "cuda" or max_bytes is not None)
             if batched and chunk > 1 and not has_edits(model):
