@@ -85,3 +85,30 @@ def test_a_hub_cache_blob_is_named_by_its_digest_and_not_read(tmp_path):
     snapshot.mkdir(parents=True)
     (snapshot / "model.safetensors").symlink_to(blob)
     assert file_digest(snapshot / "model.safetensors", tmp_path / "cache") == f"sha256:{name}"
+
+
+def test_a_hub_dataset_is_recorded_by_the_content_it_served(monkeypatch):
+    """Id and revision say what was asked for; the rows' SHA-256 says what came back (a hub dataset can change
+    under the same revision name, e.g. `main`)."""
+    import datasets
+
+    from unlearnkit.data.tofu import load_split
+    from unlearnkit.manifest import recording_reads
+
+    served = [{"question": "Q?", "answer": "A."}]
+
+    class Split:
+        def to_list(self):
+            return [dict(row) for row in served]
+
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: Split())
+    with recording_reads() as first:
+        load_split("forget01")
+    served[0]["answer"] = "B."
+    with recording_reads() as second:
+        load_split("forget01")
+    (key, record), = first.items()
+    assert key == "hub:locuslab/TOFU/forget01" and record["revision"] == "default" and record["rows"] == 1
+    assert record["sha256"] == hashlib.sha256(json.dumps([{"answer": "A.", "question": "Q?"}], sort_keys=True)
+                                              .encode()).hexdigest()
+    assert second[key]["sha256"] != record["sha256"]

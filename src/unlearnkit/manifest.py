@@ -6,13 +6,16 @@
 * every seed the recipe sets;
 * content digests of the model weights it loaded (`cache.file_digest`: SHA-256, remembered per file) and
   of every data file it read. Loaders report the files they read with `record_read`; a command collects
-  them with `recording_reads`. A hub dataset is recorded by id and revision.
+  them with `recording_reads`. A hub dataset is recorded by id, revision and a SHA-256 of the rows loaded
+  (the content, whatever revision the hub served).
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import hashlib
+import json
 import platform
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -24,22 +27,26 @@ PACKAGES = ("torch", "transformers", "peft", "accelerate", "datasets", "tokenize
             "huggingface_hub", "numpy", "scipy", "scikit-learn", "rouge-score", "pydantic", "lm_eval", "unlearnkit")
 WEIGHT_SUFFIXES = (".safetensors",)
 
-_READS: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("unlearnkit_reads", default=None)
+_READS: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("unlearnkit_reads", default=None)
 
 
-def record_read(path: str | Path | None = None, *, hub: str | None = None, revision: str | None = None) -> None:
-    """Note that the current command read a data file (or a hub dataset); a no-op outside `recording_reads`."""
+def record_read(path: str | Path | None = None, *, hub: str | None = None, revision: str | None = None,
+                rows: Any = None) -> None:
+    """Note that the current command read a data file (or a hub dataset and the `rows` it gave); a no-op outside
+    `recording_reads`."""
     reads = _READS.get()
     if reads is None:
         return
     if hub is not None:
-        reads[f"hub:{hub}"] = revision or "default"
+        payload = json.dumps(rows, sort_keys=True, default=str, ensure_ascii=False).encode()
+        reads[f"hub:{hub}"] = {"revision": revision or "default", "rows": len(rows) if rows is not None else None,
+                               "sha256": hashlib.sha256(payload).hexdigest() if rows is not None else None}
     elif path is not None and Path(path).is_file():
         reads[str(Path(path).resolve())] = ""
 
 
 @contextlib.contextmanager
-def recording_reads() -> Iterator[dict[str, str]]:
+def recording_reads() -> Iterator[dict[str, Any]]:
     """Collect `record_read` calls made inside the context (the dict fills as files are read)."""
     reads: dict[str, str] = {}
     token = _READS.set(reads)
@@ -119,7 +126,7 @@ def seeds(recipe) -> dict[str, Any]:
     return out
 
 
-def build_manifest(recipe, models: dict[str, tuple[str, str]], reads: dict[str, str], model=None) -> dict[str, Any]:
+def build_manifest(recipe, models: dict[str, tuple[str, str]], reads: dict[str, Any], model=None) -> dict[str, Any]:
     """The manifest for a recipe that loaded `models` ({role: (name in the recipe, folder or hub id)}) and
     read the data files in `reads` (from `recording_reads`); `model` is the model as it ran."""
     from unlearnkit.cache import file_digest

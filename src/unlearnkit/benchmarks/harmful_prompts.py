@@ -65,7 +65,7 @@ def _hub(source: str, *args: str | None, split: str, revision: str | None) -> li
 
         rows = datasets.load_dataset(HUB_IDS[source], *[a for a in args if a], split=split,
                                      revision=revision).to_list()
-        record_read(hub="/".join([HUB_IDS[source], *[a for a in args if a], split]), revision=revision)
+        record_read(hub="/".join([HUB_IDS[source], *[a for a in args if a], split]), revision=revision, rows=rows)
         return rows
     except Exception as err:
         reason = (str(err).strip().splitlines() or [""])[0][:300]

@@ -116,7 +116,7 @@ def _hub_rows(hub_id: str, config: str, split: str, revision: str | None) -> lis
         import datasets
 
         rows = datasets.load_dataset(hub_id, config, split=split, revision=revision).to_list()
-        record_read(hub=f"{hub_id}/{config}/{split}", revision=revision)
+        record_read(hub=f"{hub_id}/{config}/{split}", revision=revision, rows=rows)
         return rows
     except Exception as err:  # offline, gated, unknown split: all fixed the same way
         reason = (str(err).strip().splitlines() or [""])[0][:300]

@@ -106,15 +106,15 @@ def _from_hub(hub_id: str, config: str, split: str, revision: str | None, what: 
     try:
         import datasets
 
-        dataset = datasets.load_dataset(hub_id, config, split=split, revision=revision)
-        record_read(hub=f"{hub_id}/{config}/{split}", revision=revision)
+        rows = datasets.load_dataset(hub_id, config, split=split, revision=revision).to_list()
+        record_read(hub=f"{hub_id}/{config}/{split}", revision=revision, rows=rows)
     except Exception as err:  # offline, unknown config, gated...: all fixed the same way
         reason = (str(err).strip().splitlines() or [""])[0][:300]
         raise UnlearnError(
             f"could not load {what} config {config!r} split {split!r} from the Hugging Face hub ({hub_id}): "
             f"{type(err).__name__}: {reason}; the hub may be unreachable: {fix}"
         ) from err
-    return dataset.to_list()
+    return rows
 
 
 def load_wmdp(

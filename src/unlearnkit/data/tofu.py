@@ -139,8 +139,8 @@ def load_split(
     try:
         import datasets
 
-        dataset = datasets.load_dataset(hub_id, name, split="train", revision=revision)
-        record_read(hub=f"{hub_id}/{name}", revision=revision)
+        rows = datasets.load_dataset(hub_id, name, split="train", revision=revision).to_list()
+        record_read(hub=f"{hub_id}/{name}", revision=revision, rows=rows)
     except Exception as err:  # offline, unknown config, auth...: all fixed the same way
         reason = (str(err).strip().splitlines() or [""])[0][:300]
         raise UnlearnError(
@@ -148,7 +148,6 @@ def load_split(
             f"{type(err).__name__}: {reason}; the hub may be unreachable: download the TOFU files "
             f"and pass --data-dir (or data.data_dir= in a recipe) pointing at the folder that holds {name}.json"
         ) from err
-    rows = dataset.to_list()
     return _check_rows(name, rows, [None] * len(rows), f"{hub_id}/{name}")
 
 
