@@ -13,13 +13,17 @@ Data: ../shared/data/tofu, forget10 (forget, retain, real authors, world facts, 
     generation for ROUGE; then one pass per privacy metric (LOSS, ZLib, Min-K%, Min-K%++, extraction
     strength, exact memorisation) and the per-sample GradNorm. `openunlearning_style` batches rows in
     dataset order and takes a cross-entropy over the full logits, as OpenUnlearning does; `lean` uses our
-    own length-sorted pass functions (what planning alone saves). Target: per-metric / ours ≥ 3.
+    own length-sorted pass functions (what planning alone saves). Target: per-metric / ours ≥ 3. Ours runs
+    the metrics the per-metric evaluators compute: TOFU's default set without the white-box probes (the logit
+    lens and the linear probe, which they do not have); ``--white-box`` times those two alone, on top.
 (b) **scoring tokens/s vs a bare forward**: the suite's teacher-forced passes against a plain loop over the
     same sequences — sorted batches, the model's forward and a float32 log-softmax gather of the labels.
     Target: ours / bare ≥ 0.8.
 (c) **breakdown**: sequences and seconds per pass of ours.
 (d) with ``--gradnorm N``: GradNorm on N forget rows, one backward per sample against the batched path.
     Target on a GPU: ≥ 5×.
+(e) with ``--white-box``: an evaluation of `forget_logit_lens` and `forget_linear_probe` alone (one scoring
+    pass over the forget answers with layer readouts, and the probe's L-BFGS fit).
 ``--skip-suite`` leaves out (a)–(c)'s suite run and times the scoring pass alone against the bare loop.
 
 Prints one JSON line per measurement (`--json` for the summary only).
@@ -58,17 +62,20 @@ def build(args):
     return model, tokenizer, splits
 
 
-def ours(model, tokenizer, splits, fmt, args):
-    from unlearnkit.benchmarks.base import BenchmarkData
+def ours(model, tokenizer, splits, fmt, args, white_box: bool = False):
+    """(seconds, result) of the suite: the per-metric evaluators' metrics, or with `white_box` the two probes alone."""
+    from unlearnkit.benchmarks.base import WHITE_BOX_METRICS, BenchmarkData
     from unlearnkit.benchmarks.suite import evaluate
     from unlearnkit.benchmarks.tofu import TofuBenchmark
     from unlearnkit.recipe import EvalSection
 
-    data = BenchmarkData("tofu", splits, splits.forget, splits.retain, component=TofuBenchmark())
+    component = TofuBenchmark()
+    data = BenchmarkData("tofu", splits, splits.forget, splits.retain, component=component)
     cfg = EvalSection(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                       max_tokens_per_batch=args.max_tokens)
+    metrics = [m for m in component.metric_names(data, cfg) if (m in WHITE_BOX_METRICS) == white_box]
     started = time.perf_counter()
-    result = evaluate(model, tokenizer, data, fmt, cfg, progress=False)
+    result = evaluate(model, tokenizer, data, fmt, cfg, progress=False, metrics=metrics)
     return time.perf_counter() - started, result
 
 
@@ -157,6 +164,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--skip-per-metric", action="store_true", help="only (b) and (c): the per-metric run is slow")
     parser.add_argument("--gradnorm", type=int, default=0, help="(d): compare GradNorm paths on this many rows")
+    parser.add_argument("--white-box", action="store_true", help="(e): time the logit lens and linear probe alone")
     parser.add_argument("--skip-suite", action="store_true", help="time the scoring pass alone against the bare loop")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -189,6 +197,9 @@ def main() -> None:
                 summary.update({f"per_metric_{name}_s": round(per_s, 2),
                                 f"per_metric_{name}_over_ours": round(per_s / ours_s, 2)})
     print(json.dumps(summary), flush=True)
+    if args.white_box:
+        white_s, result = ours(model, tokenizer, splits, fmt, args, white_box=True)
+        print(json.dumps({"white_box_s": round(white_s, 2), "passes": result["passes"]}), flush=True)
     if args.gradnorm:
         summary["gradnorm"] = gradnorm_paths(model, tokenizer, splits, fmt, args.gradnorm)
         print(json.dumps({"gradnorm": summary["gradnorm"]}), flush=True)
