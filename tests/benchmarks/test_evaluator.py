@@ -68,3 +68,25 @@ def test_requests_get_what_their_own_pass_gives(model, tokenizer, fmt, tiny_spli
     assert [s.logprobs.size for s in stats.get()] == counts[:2].tolist()
     assert texts.get() == generate_greedy(model, tokenizer, prompts, max_new_tokens=3) * 2
     assert ev.counts["generation"] == len(prompts)  # repeated prompts generated once
+
+
+def test_under_several_processes_a_prompts_sequences_stay_on_one_rank():
+    """Sharding the teacher-forced passes by prompt keeps a question's answers together (each rank runs the
+    prompt once, `prefix`); every sequence runs on exactly one rank, and the shares stay balanced."""
+    from unlearnkit.benchmarks.evaluator import _prompt, _shares
+
+    keys = []
+    for question in range(5):
+        prompt = [1, 10 + question, 20 + question]
+        for answer in range(question % 3 + 1):
+            ids = prompt + [30 + answer, 40 + answer]
+            keys.append((tuple(ids), tuple([-100] * 3 + ids[3:])))
+    keys.append(((1, 2), (-100, -100)))  # nothing supervised: a group of its own
+    shares = _shares(keys, 2, _prompt)
+    assert sorted(i for share in shares for i in share) == list(range(len(keys)))
+    for share in shares:
+        prompts = {_prompt(keys[i]) for i in share}
+        assert all(_prompt(key) not in prompts for other in shares if other is not share for key in
+                   (keys[i] for i in other))
+    assert [len(s) for s in shares] == [5, 5]
+    assert _shares(keys, 2) == [list(range(len(keys)))[0::2], list(range(len(keys)))[1::2]]

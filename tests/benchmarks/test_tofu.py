@@ -97,8 +97,12 @@ def test_metrics_match_independent_recomputation(result, model, tokenizer, tiny_
     assert result.metrics["model_utility"] == pytest.approx(expected_utility)
 
 
-def test_one_scoring_pass_for_every_split(model, tokenizer, tiny_splits, fmt, monkeypatch):
+@pytest.mark.parametrize("share", [False, True])
+def test_one_scoring_pass_for_every_split(model, tokenizer, tiny_splits, fmt, monkeypatch, share):
     import unlearnkit.benchmarks.evaluator as evaluator_module
+    import unlearnkit.benchmarks.passes as passes_module
+
+    monkeypatch.setattr(passes_module, "SHARE_PREFIXES", share)
 
     calls, forwards = [], []
     handle = model.register_forward_hook(lambda *_: forwards.append(1))
@@ -115,8 +119,9 @@ def test_one_scoring_pass_for_every_split(model, tokenizer, tiny_splits, fmt, mo
     finally:
         handle.remove()
     # forget 2 rows × (answer + paraphrase + 3 perturbed), retain 3 × (1 + 1 + 2), ra 2 × (1 + 3), wf 1 × (1 + 2):
-    # every split's sequences in one pass, one batched forward
-    assert calls == [(10 + 12 + 8 + 3, 1)]
+    # every split's sequences in one pass, one batch: one forward, or with shared prefixes one over the questions'
+    # prompts and one over the answers
+    assert calls == [(10 + 12 + 8 + 3, 2 if share else 1)]
 
 
 def test_forget_quality_with_reference(model, tokenizer, tiny_splits, fmt, result):

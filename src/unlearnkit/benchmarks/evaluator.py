@@ -27,6 +27,7 @@ import numpy as np
 from unlearnkit.benchmarks.generation import Decoding, generate
 from unlearnkit.benchmarks.gradnorm import gradnorm_scores
 from unlearnkit.benchmarks.passes import score_examples, token_statistics
+from unlearnkit.benchmarks.prefix import prefix_length
 from unlearnkit.benchmarks.readout import Readout
 from unlearnkit.data.batch import Example
 
@@ -40,20 +41,42 @@ def _ranks() -> tuple[int, int]:
     return join_processes()
 
 
-def _sharded(items: list, run: Callable[[list], list]) -> list:
-    """`run` over this rank's share of `items` (every world_size-th), all-gathered back in `items`' order."""
+def _sharded(items: list, run: Callable[[list], list], group: Callable[[Any], Any] | None = None) -> list:
+    """`run` over this rank's share of `items`, all-gathered back in `items`' order. The share is every
+    world_size-th item, or with `group` whole groups of items with the same ``group(item)``, each to the rank
+    with the fewest items so far (a prompt's answers stay on one rank, which runs the prompt once: `prefix`)."""
     rank, world = _ranks()
     if world == 1:
         return run(items)
     import torch.distributed as dist
 
-    mine = run(items[rank::world]) if items[rank::world] else []
+    shares = _shares(items, world, group)
+    mine = run([items[i] for i in shares[rank]]) if shares[rank] else []
     gathered: list = [None] * world
     dist.all_gather_object(gathered, list(mine))
     out: list = [None] * len(items)
-    for r, part in enumerate(gathered):
-        out[r::world] = part
+    for share, part in zip(shares, gathered):
+        for index, value in zip(share, part):
+            out[index] = value
     return out
+
+
+def _shares(items: list, world: int, group: Callable[[Any], Any] | None = None) -> list[list[int]]:
+    """Per rank, the indices into `items` it runs (see `_sharded`)."""
+    if group is None:
+        return [list(range(len(items)))[r::world] for r in range(world)]
+    groups: dict[Any, list[int]] = {}
+    for index, item in enumerate(items):
+        groups.setdefault(group(item), []).append(index)
+    shares: list[list[int]] = [[] for _ in range(world)]
+    for members in groups.values():  # each group to the rank with the fewest items so far
+        min(shares, key=len).extend(members)
+    return [sorted(share) for share in shares]
+
+
+def _prompt(key: Key) -> tuple[int, ...]:
+    """The part of a sequence that its teacher-forced pass may share with others (`prefix.prefix_length`)."""
+    return key[0][:prefix_length(Example(key[0], key[1]))]
 
 
 class Request:
@@ -167,7 +190,7 @@ class Evaluator:
         values: dict[Key, Any] = {}
         if plain:
             values.update(zip(plain, self._timed(name, len(plain), lambda: _sharded(
-                plain, lambda part: fn(self._examples_of(part), None)))))
+                plain, lambda part: fn(self._examples_of(part), None), group=_prompt))))
         if traced:
             def run(part: list[Key]) -> list:
                 readout = Readout(len(part), lens=bool(self._wanted["lens"]), layers=sorted(self._hidden_layers))

@@ -117,12 +117,14 @@ def _ghost(model, examples, pad_id, named, chunk: int) -> np.ndarray | None:
         return None
     device = model_device(model)
     scores = np.zeros(len(examples), dtype=np.float64)
+    order = sorted(range(len(examples)), key=lambda i: -len(examples[i].input_ids))  # little padding per batch
     for start in range(0, len(examples), chunk):
-        batch = collate(examples[start:start + chunk], pad_id).to(device)
+        indices = order[start:start + chunk]
+        batch = collate([examples[i] for i in indices], pad_id).to(device)
         norms = ghost_norms.per_sample_norms(model, modules, params, _ghost_loss(model, batch))  # (P, B)
         reached = norms[~norms.isnan().all(1)]
         empty = (_kept_positions(batch.labels).sum(-1) == 0).cpu()  # no token left: 0, as one by one
-        scores[start:start + chunk] = torch.where(empty, 0.0, reached.mean(0)).numpy()
+        scores[indices] = torch.where(empty, 0.0, reached.mean(0)).numpy()
     return scores
 
 

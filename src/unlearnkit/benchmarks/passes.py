@@ -18,6 +18,11 @@ How, at any size:
   ``CHUNK_ELEMENTS`` values (128 MiB; 1 GiB on an accelerator, where small chunks cost kernel launches),
   so neither the full B×T×V tensor nor its float32 copy is ever made
   beyond the model's own output (at vocab 128k a float32 copy of a 64×128 batch would be 4 GiB).
+* **Each prompt prefix once.** Examples that repeat a prompt (TOFU's answer, paraphrase and perturbed answers
+  of one question) run it once per batch: one forward over the distinct prefixes, their KV cache expanded to
+  one row per continuation, one forward over the continuations with their own positions (`prefix`; the
+  same numbers up to float noise, the same token budget). Off with ``SHARE_PREFIXES = False``, and never
+  with a layer readout, GRUN edits, or a model that is not a Hugging Face causal LM.
 * **Layer readouts in the same forward.** Given a `readout.Readout`, both passes also read the decoder
   layers at the supervised positions (the logit lens, hidden states for a probe) through hooks on the
   same forward pass: white-box metrics add no pass of their own.
@@ -36,6 +41,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
+from unlearnkit.benchmarks import prefix
 from unlearnkit.data.batch import IGNORE_INDEX, Example, collate
 from unlearnkit.losses import logits_of, shifted_labels
 from unlearnkit.model.edits import edit_positions
@@ -43,6 +49,7 @@ from unlearnkit.model.hooks import prompt_end_positions
 
 CHUNK_ELEMENTS = 1 << 25  # float32 values per log-softmax chunk on a CPU (128 MiB)
 CHUNK_ELEMENTS_GPU = 1 << 28  # on an accelerator (1 GiB): fewer, larger kernels
+SHARE_PREFIXES = True  # run a prompt prefix shared by several examples once per batch (`prefix`)
 
 
 def model_device(model: Any) -> torch.device:
@@ -65,13 +72,17 @@ def _eval_mode(model: Any) -> Iterator[None]:
             model.train(was_training)
 
 
-def _length_batches(lengths: Sequence[int], batch_size: int | None, max_tokens: int | None = None) -> list[list[int]]:
-    """Indices sorted by decreasing length (stable), packed into batches of at most `batch_size` rows and
-    at most `max_tokens` padded tokens (rows × longest); a sequence longer than the budget gets its own batch."""
+def _check_budget(batch_size: int | None, max_tokens: int | None) -> None:
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
     if max_tokens is not None and max_tokens < 1:
         raise ValueError(f"max_tokens must be a positive integer, got {max_tokens}")
+
+
+def _length_batches(lengths: Sequence[int], batch_size: int | None, max_tokens: int | None = None) -> list[list[int]]:
+    """Indices sorted by decreasing length (stable), packed into batches of at most `batch_size` rows and
+    at most `max_tokens` padded tokens (rows × longest); a sequence longer than the budget gets its own batch."""
+    _check_budget(batch_size, max_tokens)
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches: list[list[int]] = []
     for index in order:
@@ -139,11 +150,25 @@ def _supervised(logits: torch.Tensor, labels: torch.Tensor, stats: bool) -> dict
 def _teacher_forced(model: Any, examples: list[Example], pad_id: int, batch_size: int | None, max_tokens: int | None,
                     stats: bool, progress: bool, desc: str, readout: Any = None):
     """Yield (indices into `examples`, `_supervised` output) per batch; a `readout.Readout` reads the decoder
-    layers during the same forward and gets each batch's examples."""
+    layers during the same forward and gets each batch's examples. Prompt prefixes repeated across examples
+    run once per batch (`prefix`) when `SHARE_PREFIXES` and `prefix.can_share(model)`, without a readout."""
     device = model_device(model)
-    batches = _length_batches([len(e.input_ids) for e in examples], batch_size, max_tokens)
+    _check_budget(batch_size, max_tokens)
+    plain, shared = list(range(len(examples))), []
+    if SHARE_PREFIXES and readout is None and prefix.can_share(model):
+        plain, shared = prefix.plan(examples, batch_size, max_tokens)
+    batches: list[tuple[int, list[int], prefix.SharedBatch | None]] = [  # (padded width, indices, shared batch)
+        (len(examples[plain[b[0]]].input_ids), [plain[j] for j in b], None)
+        for b in _length_batches([len(examples[i].input_ids) for i in plain], batch_size, max_tokens)]
+    batches += [(b.width, b.indices, b) for b in shared]
+    batches.sort(key=lambda b: -b[0])  # longest first, so an out-of-memory shows on the first batch
     with torch.no_grad(), _eval_mode(model):
-        for indices in _progress(batches, desc, progress):
+        for _, indices, shared_batch in _progress(batches, desc, progress):
+            if shared_batch is not None:
+                logits, labels = prefix.run(model, [examples[i] for i in indices], shared_batch, pad_id, device)
+                yield indices, _supervised(logits, labels, stats)
+                del logits
+                continue
             batch = collate([examples[i] for i in indices], pad_id).to(device)
             with edit_positions(model, prompt_end_positions(batch.labels)), \
                     (readout.capture(model, batch.labels) if readout is not None else nullcontext()):
