@@ -193,6 +193,31 @@ def test_sliding_window_model_shares_prefixes_exactly(tokenizer, examples, monke
     assert shared_runs
 
 
+ARCHITECTURES = {  # learned absolute positions (GPT-2, OPT's offset table), rotary, soft-capping + alternating windows
+    "gpt2": ("GPT2Config", dict(n_embd=32, n_layer=2, n_head=2, bos_token_id=1, eos_token_id=2)),
+    "opt": ("OPTConfig", dict(hidden_size=32, num_hidden_layers=2, ffn_dim=64, num_attention_heads=2,
+                              word_embed_proj_dim=32, bos_token_id=1, eos_token_id=2)),
+    "gpt_neox": ("GPTNeoXConfig", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                       intermediate_size=64)),
+    "gemma2": ("Gemma2Config", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                                    intermediate_size=64, head_dim=16, sliding_window=4)),
+}
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_other_architectures_share_prefixes_exactly(arch, tokenizer, examples, monkeypatch, shared_runs):
+    import transformers
+
+    config_class, extra = ARCHITECTURES[arch]
+    torch.manual_seed(0)
+    config = getattr(transformers, config_class)(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **extra)
+    net = transformers.AutoModelForCausalLM.from_config(config).eval()
+    assert prefix.can_share(net)
+    pad = tokenizer.pad_token_id
+    assert_same_scores(*both_paths(monkeypatch, lambda: score_examples(net, examples, pad, batch_size=6)))
+    assert shared_runs
+
+
 @settings(max_examples=60, deadline=None)
 @given(data=st.data())
 def test_plan_covers_every_example_once_within_the_budget(data):
