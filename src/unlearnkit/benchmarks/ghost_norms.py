@@ -40,7 +40,7 @@ class _Call:
     module: nn.Module
     kind: str  # linear | embedding | scale
     inputs: torch.Tensor  # detached: the layer input (linear, scale) or the token ids (embedding)
-    output: torch.Tensor  # in the graph: the loss's gradient with respect to it is g
+    output: torch.Tensor | None  # in the graph: the loss's gradient with respect to it is g (dropped once taken)
 
 
 def _scale_like(module: nn.Module) -> bool:
@@ -150,30 +150,38 @@ def per_sample_norms(model: nn.Module, modules: list[tuple[nn.Module, str]], par
     if unread:
         raise ValueError(f"{type(unread[0]).__name__} was called without a positional input tensor")
     grads = torch.autograd.grad(loss, [c.output for c in calls], allow_unused=True) if calls else []
+    for call in calls:  # only g and the inputs are read from here on
+        call.output = None
     index = {id(p): i for i, p in enumerate(params)}
-    matrix: dict[int, list[tuple]] = {}
-    vector: dict[int, torch.Tensor] = {}
+    uses: dict[int, list[tuple[_Call, torch.Tensor, str]]] = {}  # per parameter, the calls that reached it
     for call, grad in zip(calls, grads):
-        if grad is None:
-            continue
-        for name, param in call.module.named_parameters(recurse=False):
-            if id(param) not in index:
-                continue
-            if call.kind == "scale":
-                g = grad.reshape(rows, -1, grad.shape[-1]).float()
-                per_sample = (g * _normalised(call).reshape(g.shape)).sum(1) if name == "weight" else g.sum(1)
-                vector[id(param)] = vector.get(id(param), 0) + per_sample
-            else:
-                matrix.setdefault(id(param), []).append(_factors(call, grad, name))
+        if grad is not None:
+            for name, param in call.module.named_parameters(recurse=False):
+                if id(param) in index:
+                    uses.setdefault(id(param), []).append((call, grad, name))
     norms = torch.full((len(params), rows), float("nan"), dtype=torch.float64)
-    for key, per_sample in vector.items():
-        norms[index[key]] = torch.linalg.vector_norm(per_sample.double(), dim=-1).cpu()
-    for key, terms in matrix.items():
-        squared = torch.zeros(rows, dtype=torch.float32, device=terms[0][0][1].device)
-        for i, (left_i, right_i) in enumerate(terms):
-            for j in range(i, len(terms)):
-                left_j, right_j = terms[j]
-                cross = (_gram(left_i, left_j) * _gram(right_i, right_j)).sum((1, 2))
-                squared += cross if i == j else 2 * cross
-        norms[index[key]] = squared.double().clamp(min=0).sqrt().cpu()
+    for key, entries in uses.items():  # float32 factors for one parameter at a time: memory of one layer
+        norms[index[key]] = (_vector_norm(entries, rows) if entries[0][0].kind == "scale"
+                             else _matrix_norm(entries, rows)).cpu()
     return norms
+
+
+def _vector_norm(entries: list[tuple[_Call, torch.Tensor, str]], rows: int) -> torch.Tensor:
+    """(B,) ‖Σ_t g_t ⊙ f_t‖ (a scale's weight) or ‖Σ_t g_t‖ (its bias), summed over the calls first."""
+    total: torch.Tensor | int = 0
+    for call, grad, name in entries:
+        g = grad.reshape(rows, -1, grad.shape[-1]).float()
+        total = total + ((g * _normalised(call).reshape(g.shape)).sum(1) if name == "weight" else g.sum(1))
+    return torch.linalg.vector_norm(total.double(), dim=-1)
+
+
+def _matrix_norm(entries: list[tuple[_Call, torch.Tensor, str]], rows: int) -> torch.Tensor:
+    """(B,) ‖Σ_calls Σ_t left_t right_tᵀ‖_F from Gram matrices, cross terms between calls included."""
+    terms = [_factors(call, grad, name) for call, grad, name in entries]
+    squared = torch.zeros(rows, dtype=torch.float32, device=terms[0][0][1].device)
+    for i, (left_i, right_i) in enumerate(terms):
+        for j in range(i, len(terms)):
+            left_j, right_j = terms[j]
+            cross = (_gram(left_i, left_j) * _gram(right_i, right_j)).sum((1, 2))
+            squared += cross if i == j else 2 * cross
+    return squared.double().clamp(min=0).sqrt()
