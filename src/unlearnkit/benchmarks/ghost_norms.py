@@ -57,9 +57,7 @@ def _kind(module: nn.Module) -> str | None:
     if isinstance(module, nn.Embedding):
         plain = module.max_norm is None and not module.scale_grad_by_freq and not module.sparse
         return "embedding" if plain else None
-    if not isinstance(module, (nn.Linear, nn.Embedding)) and _scale_like(module):
-        return "scale"
-    return None
+    return "scale" if _scale_like(module) else None
 
 
 def covered_modules(model: nn.Module, params: list[nn.Parameter]) -> list[tuple[nn.Module, str]] | None:
