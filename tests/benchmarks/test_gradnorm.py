@@ -131,6 +131,8 @@ def test_ghost_norms_decline_a_model_they_do_not_cover_and_a_disagreement(monkey
     wrong = ghost_norms.per_sample_norms
     monkeypatch.setattr(ghost_norms, "per_sample_norms", lambda *a: wrong(*a) * 1.01)
     assert gradnorm._ghost(net, examples, 0, list(net.named_parameters()), 3) is None
+    empty_first = [_token_rows(pad=0)[-1], *examples]  # the check uses the first row with a token to score
+    assert gradnorm._ghost(net, empty_first, 0, list(net.named_parameters()), 3) is None
     monkeypatch.setattr(ghost_norms, "per_sample_norms", wrong)
     assert gradnorm._ghost(net, examples, 0, list(net.named_parameters()), 3) is not None
 

@@ -8,8 +8,8 @@ mean over parameter tensors W of ‖∂L/∂W‖_p. Gradients never touch the pa
 For p = 2 (the default, OpenUnlearning's), `batch_size` samples share one forward and one backward to the
 layers' outputs, and each sample's norms come from Gram matrices over its positions without any gradient
 being formed (`ghost_norms`: linear layers, embeddings, tied tables and norm scales, exactly). Before the
-first batch it checks itself against one backward on the first sample, tensor by tensor, in eval mode; a
-model it does not cover or a disagreement sends the pass to the paths below.
+first batch it checks itself against one backward on the first sample with a kept token, tensor by tensor, in
+eval mode; a model it does not cover or a disagreement sends the pass to the paths below.
 
 For other p the batched path takes `batch_size` samples per backward with ``torch.func``: ``vmap(grad(loss))`` over
 padded samples, each with an explicit 4-D causal-and-padding attention mask (the model's own mask code has
@@ -87,10 +87,9 @@ def _ghost_loss(model, batch):
 
 
 def _ghost_agrees(model, example: Example, pad_id: int, params, modules) -> bool:
-    """The ghost norms of `example` equal one backward's, tensor by tensor (eval mode: no dropout on either side)."""
+    """The ghost norms of `example` (one with a kept position) equal one backward's, tensor by tensor (eval mode:
+    no dropout on either side)."""
     batch = collate([example], pad_id).to(model_device(model))
-    if _kept_positions(batch.labels).sum() == 0:
-        return True
     was_training = model.training
     model.eval()
     try:
@@ -113,7 +112,8 @@ def _ghost(model, examples, pad_id, named, chunk: int) -> np.ndarray | None:
     """p = 2 scores through `ghost_norms` (None where it does not cover the model or disagrees with autograd)."""
     params = [param for _, param in named]
     modules = ghost_norms.covered_modules(model, params)
-    if modules is None or not _ghost_agrees(model, examples[0], pad_id, params, modules):
+    checked = next((e for e in examples if _kept_positions(torch.tensor([e.labels])).sum() > 0), None)
+    if modules is None or (checked is not None and not _ghost_agrees(model, checked, pad_id, params, modules)):
         return None
     device = model_device(model)
     scores = np.zeros(len(examples), dtype=np.float64)
