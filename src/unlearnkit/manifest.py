@@ -30,6 +30,11 @@ WEIGHT_SUFFIXES = (".safetensors",)
 _READS: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("unlearnkit_reads", default=None)
 
 
+def rows_digest(value: Any) -> str:
+    """SHA-256 of JSON-able content (rows, settings), independent of key order."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def record_read(path: str | Path | None = None, *, hub: str | None = None, revision: str | None = None,
                 rows: Any = None) -> None:
     """Note that the current command read a data file (or a hub dataset and the `rows` it gave); a no-op outside
@@ -38,9 +43,8 @@ def record_read(path: str | Path | None = None, *, hub: str | None = None, revis
     if reads is None:
         return
     if hub is not None:
-        payload = json.dumps(rows, sort_keys=True, default=str, ensure_ascii=False).encode()
         reads[f"hub:{hub}"] = {"revision": revision or "default", "rows": len(rows) if rows is not None else None,
-                               "sha256": hashlib.sha256(payload).hexdigest() if rows is not None else None}
+                               "sha256": rows_digest(rows) if rows is not None else None}
     elif path is not None and Path(path).is_file():
         reads[str(Path(path).resolve())] = ""
 

@@ -26,6 +26,7 @@ from unlearnkit.benchmarks.base import BenchmarkData
 from unlearnkit.errors import UnlearnError
 from unlearnkit.train.checkpoint import write_text_atomic
 from unlearnkit.logs import info
+from unlearnkit.manifest import model_files, rows_digest
 
 EVAL_VERSION = "4"  # bump when metric code changes, to invalidate cached evaluations
 
@@ -67,14 +68,8 @@ def content_key(*parts: Any) -> str:
 
 def model_digest(name_or_dir: str, revision: str | None = None) -> str:
     """The SHA-256 digests of a model's weight files (a local folder or the hub cache), as one key part."""
-    from unlearnkit.manifest import model_files
-
     files = model_files(name_or_dir, revision).get("files")
     return json.dumps(files, sort_keys=True) if files else f"unhashed:{name_or_dir}@{revision}"
-
-
-def rows_digest(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _cached(path: Path, compute: Callable[[], dict]) -> dict:
