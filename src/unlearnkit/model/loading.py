@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from unlearnkit.errors import UnlearnError
+from unlearnkit.model.hooks import base_causal_lm
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -221,3 +222,11 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(trainable, total) parameter counts."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return trainable, sum(p.numel() for p in model.parameters())
+
+
+def enable_gradient_checkpointing(model: nn.Module) -> None:
+    """Recompute each block's activations in the backward (less activation memory, ~30 % more compute)."""
+    lm = base_causal_lm(model)
+    if not getattr(lm, "supports_gradient_checkpointing", False):
+        raise UnlearnError(f"train.gradient_checkpointing: {type(lm).__name__} does not support it; set it to false")
+    lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

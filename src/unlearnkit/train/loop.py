@@ -34,6 +34,7 @@ from unlearnkit.data.pairing import UnlearnData, batch_stream, batches_per_epoch
 from unlearnkit.methods.base import UnlearningMethod
 from unlearnkit.model.edits import has_edits
 from unlearnkit.model.hooks import base_causal_lm
+from unlearnkit.model.loading import enable_gradient_checkpointing
 from unlearnkit.train.checkpoint import consolidate, gather_state, load_trainer_state, meta_skeleton, save_checkpoint
 from unlearnkit.train import deepspeed_state
 from unlearnkit.train.reference import Reference, shares_weights
@@ -380,16 +381,6 @@ def _one_step(model, method, stream, reference, accelerator, strategy, grad_accu
     if strategy.processes > 1:
         values = accelerator.reduce(values, reduction="mean")
     return dict(zip(keys, values.tolist())), problem
-
-
-def enable_gradient_checkpointing(model: nn.Module) -> None:
-    """Recompute each block's activations in the backward (less activation memory, ~30 % more compute)."""
-    lm = base_causal_lm(model)
-    if not getattr(lm, "supports_gradient_checkpointing", False):
-        from unlearnkit.errors import UnlearnError
-
-        raise UnlearnError(f"train.gradient_checkpointing: {type(lm).__name__} does not support it; set it to false")
-    lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def _any_rank(flag: bool, strategy, device) -> bool:
