@@ -79,8 +79,11 @@ def test_fixed_lambda_mixes_the_two_rewards(fitted_model, tiny_model, toy_batch)
 def test_linear_schedule_goes_from_one_to_zero_over_mix_steps(tiny_model, toy_batch):
     ref = Reference.from_model(tiny_model)
     method = ERU(mix="linear", mix_steps=4, inner_attack="none")
-    mixes = [method.loss(tiny_model, toy_batch, ref).parts["mix"].item() for _ in range(6)]
-    assert mixes == pytest.approx([1.0, 0.75, 0.5, 0.25, 0.0, 0.0])
+    mixes = []
+    for _ in range(6):  # two micro-batches per optimizer step: t counts steps, not loss calls
+        mixes += [method.loss(tiny_model, toy_batch, ref).parts["mix"].item() for _ in range(2)]
+        method.after_step({})
+    assert mixes == pytest.approx([1.0, 1.0, 0.75, 0.75, 0.5, 0.5, 0.25, 0.25, 0.0, 0.0, 0.0, 0.0])
     method.setup(None)  # a new run starts the schedule again
     assert method.loss(tiny_model, toy_batch, ref).parts["mix"].item() == 1.0
 
@@ -140,7 +143,7 @@ def test_the_inner_attack_is_applied_with_probability_p(fitted_model, toy_data, 
     assert 8 <= sum(flags) <= 32
 
 
-def test_rfa_directions_refresh_every_k_calls_from_the_whole_data(fitted_model, toy_data, toy_batch, monkeypatch):
+def test_rfa_directions_refresh_every_k_steps_from_the_whole_data(fitted_model, toy_data, toy_batch, monkeypatch):
     import unlearnkit.methods.eru as eru_module
 
     sizes = []
@@ -155,7 +158,9 @@ def test_rfa_directions_refresh_every_k_calls_from_the_whole_data(fitted_model, 
     ref = Reference.from_model(fitted_model)
     for _ in range(7):
         method.loss(fitted_model, toy_batch, ref)
-    assert sizes == [(6, 6)] * 3  # calls 0, 3 and 6; 6 rows per side drawn from the 8 + 8 rows
+        method.loss(fitted_model, toy_batch, ref)  # a second micro-batch of the step: no refresh of its own
+        method.after_step({})
+    assert sizes == [(6, 6)] * 3  # steps 0, 3 and 6; 6 rows per side drawn from the 8 + 8 rows
 
 
 def test_pgd_stays_in_the_ball_raises_the_likelihood_and_moves_no_parameter(fitted_model, toy_batch):

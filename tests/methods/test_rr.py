@@ -69,15 +69,19 @@ def test_the_coefficients_follow_the_papers_schedule_and_setup_restarts_it(tiny_
     method = RR(alpha=10.0, schedule_steps=4)
     ref = Reference.from_model(tiny_model)
     seen = []
-    for _ in range(10):
+    for _ in range(10):  # one loss per optimizer step, as the trainer calls them
         out = method.loss(tiny_model, toy_batch, ref)
         seen.append((round(out.parts["forget_coeff"].item(), 6), round(out.parts["retain_coeff"].item(), 6)))
+        method.after_step({})
     # t = 1..10, p = min(1, t/8): c_rr = 10(1 − p), c_ret = 10p
     assert seen[0] == (8.75, 1.25) and seen[3] == (5.0, 5.0) and seen[7] == (0.0, 10.0) and seen[9] == (0.0, 10.0)
-    method.setup(toy_data)
-    assert method.coefficients() == (10.0, 0.0)
+    method.setup(toy_data)  # t = 1 again: the coefficients of the first step
+    assert method.coefficients() == (8.75, 1.25)
     terms = method.loss_terms(tiny_model, toy_batch, ref)  # one batch: one t for both terms
-    assert method.coefficients() == (8.75, 1.25) and len(terms) == 2
+    method.loss(tiny_model, toy_batch, ref)  # a second micro-batch (or SAM's second loss) of the same step
+    assert method.coefficients() == (8.75, 1.25) and len(terms) == 2  # t is the step, not the loss call
+    method.after_step({})
+    assert method.coefficients() == (7.5, 2.5)
 
 
 def test_fractions_of_depth_give_the_papers_blocks_on_32_and_blocks_1_2_on_4():

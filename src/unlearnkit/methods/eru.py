@@ -10,8 +10,8 @@ with summed log-probs, |y| supervised tokens and π_ref the frozen start (log-pr
     L_f    = −(2/β) · mean_b log σ(−r_el)  (= (2/β)·mean softplus(r_el))
     L      = w_f · L_f + α · L_retain      (forget_weight, retain_weight; NLL or KL, see retain.py)
 
-λ (`mix`): "fixed" = `mix_weight`; "linear" = max(0, 1 − t/`mix_steps`), t counting this
-method's loss calls, i.e. micro-batches (with grad_accum > 1 set mix_steps = steps × grad_accum);
+λ (`mix`): "fixed" = `mix_weight`; "linear" = max(0, 1 − t/`mix_steps`), t the optimizer steps taken
+before this one (0 at the first, whatever grad_accum: the trainer's `after_step` advances it);
 "confidence" = σ(κ·(ℓ̄_ref − m)) per sample (κ = `mix_scale`, m = `mix_margin`, ℓ̄_ref the
 reference per-token NLL): well-memorised rows lean on the reference-free reward.
 λ = 1 is NPO exactly; λ = 0 is SimNPO (its δ = γ/β).
@@ -23,7 +23,7 @@ the clean one (methods/inner_attacks.py):
 
 * "rfa": refusal-feature ablation h ← h − r̂ r̂ᵀ h, r̂_ℓ the unit difference of mean last-prompt-token
   block outputs, forget minus retain; recomputed under the current model when older than
-  `refresh_every` calls, from `contrast_rows` rows per side drawn (seed `seed`) from the whole
+  `refresh_every` optimizer steps, from `contrast_rows` rows per side drawn (seed `seed`) from the whole
   training data given to `setup` (a bare `loss` call without `setup` uses the batch's own rows);
 * "pgd": latent PGD, δ with per-token ‖δ‖₂ ≤ `pgd_radius`, `pgd_steps` ascent steps of
   `pgd_step_size`·ε on the forget likelihood (an ablation arm, not ERU);
@@ -49,7 +49,7 @@ from unlearnkit.methods.base import Layer, RetainRegularised
 from unlearnkit.methods.inner_attacks import latent_pgd, refusal_directions, sample_rows
 from unlearnkit.registry import METHODS, Finite, Fraction, NonNegative, Positive, PositiveInt, Seed
 
-# λ for a batch: a number, or (B,) per sample ("confidence"); `method._calls` counts loss calls
+# λ for a batch: a number, or (B,) per sample ("confidence"); `method._calls` counts optimizer steps taken
 MIX_RULES = {
     "fixed": lambda method, batch, ref: method.mix_weight,
     "linear": lambda method, batch, ref: max(0.0, 1.0 - method._calls / method.mix_steps),
@@ -100,18 +100,21 @@ class ERU(RetainRegularised):
         self.setup(None)
 
     def setup(self, data) -> None:
-        """Fresh state for a run: the data the contrast rows come from, the RNG, the call count."""
+        """Fresh state for a run: the data the contrast rows come from, the RNG, the step count."""
         self._data = data
         self._generator = torch.Generator().manual_seed(self.seed)
         self._calls = 0
         self._directions: dict[int, torch.Tensor] | None = None
         self._directions_at = 0
 
+    def after_step(self, record: dict[str, float]) -> None:
+        self._calls += 1  # optimizer steps taken: the "linear" mix and the directions' age
+
     def runs_inner_backward(self) -> bool:
         return self.inner_attack == "pgd"  # latent PGD differentiates the model inside the loss
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """Call count, the inner attack's RNG and its cached refusal directions: a resumed run continues them."""
+        """Step count, the inner attack's RNG and its cached refusal directions: a resumed run continues them."""
         state = {"calls": torch.tensor([self._calls]), "directions_at": torch.tensor([self._directions_at]),
                  "generator": self._generator.get_state()}
         for layer, direction in (self._directions or {}).items():
@@ -166,6 +169,5 @@ class ERU(RetainRegularised):
         mix = MIX_RULES[self.mix](self, batch, ref)
         reward = mix * r_ref + (1 - mix) * r_free
         forget = (2 / self.beta) * F.softplus(reward).mean()
-        self._calls += 1
         return forget, {"reward": reward.mean(), "mix": torch.as_tensor(mix, dtype=torch.float32).mean(),
                         "attacked": torch.tensor(float(attacked))}

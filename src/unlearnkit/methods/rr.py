@@ -11,8 +11,9 @@ when it has them, else a frozen copy), S the chosen `layers` and K = blocks 0 �
     L_ret = mean over real retain tokens and ℓ ∈ K of ‖h_ℓ(x_r) − h_ℓ^ref(x_r)‖₂
     L     = c_rr · L_rr + c_ret · L_ret,   c_rr = α·(1 − p),  c_ret = α·p,  p = min(1, t / (2T))
 
-t counts the batches this method has been given (1 at the first: `loss_terms` calls, so micro-batches;
-with grad_accum G set schedule_steps to steps × G), T = `schedule_steps`; `setup` restarts the count. At
+t is the optimizer step being taken (1 at the first, whatever grad_accum and however many times a
+modifier such as SAM evaluates the loss: the trainer's `after_step` advances it), T = `schedule_steps`;
+`setup` restarts the count. At
 the start (model = reference) L_ret = 0 and every cosine is 1, so L_rr = 1. Only blocks 0 … max S are
 trained (their LoRA adapters on a LoRA model): no later block can change either term.
 
@@ -94,7 +95,7 @@ class RR(UnlearningMethod):
 
     def coefficients(self) -> tuple[float, float]:
         """(c_rr, c_ret) at the current t."""
-        progress = min(1.0, self._calls / (2 * self.schedule_steps))
+        progress = min(1.0, (self._calls + 1) / (2 * self.schedule_steps))  # t = the step being taken
         return self.alpha * (1 - progress), self.alpha * progress
 
     def _block_outputs(self, model, batch, layers: list[int]) -> dict[int, torch.Tensor]:
@@ -116,8 +117,10 @@ class RR(UnlearningMethod):
         distance = torch.stack([(hidden[k].float() - frozen[k]).norm(dim=-1) for k in layers])  # (K, B, T)
         return distance[:, retain.attention_mask.bool()].mean()
 
+    def after_step(self, record: dict[str, float]) -> None:
+        self._calls += 1  # optimizer steps taken
+
     def loss_terms(self, model, batch, ref):
-        self._calls += 1
         c_rr, c_ret = self.coefficients()
 
         def forget_term() -> LossOutput:
