@@ -85,6 +85,28 @@ def test_fluency_rows_are_generated_once_greedily_after_the_prompt(tiny_model, t
     assert other != first  # the guidance steers the continuation
 
 
+def test_cached_fluency_decoding_equals_full_forwards_of_each_view(tiny_model, toy_data):
+    """Each view's KV cache (left-padded prompts of different lengths, explicit positions) gives the tokens that
+    full forwards of the growing rows give, one row at a time; rows stop at their own EOS."""
+    method = ELM(fluency_tokens=6)
+    data = ready(method, tiny_model, toy_data)
+    eos = {2}
+    tiny_model.eval()
+    for forget, fluent in zip(toy_data.forget, data.extra[FLUENT]):
+        n = fluent.prompt_length
+        row = list(forget.input_ids[:n])
+        with torch.no_grad():
+            for _ in range(6):
+                views = method.views(collate([Example(tuple(row), tuple([0] * len(row)))], 0))
+                offsets = [0] + [len(c) for c in method._contexts]
+                logits = [tiny_model(input_ids=v.input_ids).logits[:, len(row) - 1 + off] for v, off in zip(views, offsets)]
+                token = int(method.target_logits(*logits, eta=method.fluency_guidance, top_k=0).argmax(-1))
+                row.append(token)
+                if token in eos:
+                    break
+        assert list(fluent.input_ids) == row
+
+
 def test_fluency_term_is_trained_and_logged(train_tiny):
     run = train_tiny(ELM(), 2)
     assert run.steps == 2

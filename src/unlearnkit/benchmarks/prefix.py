@@ -49,7 +49,7 @@ import torch
 
 from unlearnkit.data.batch import IGNORE_INDEX, Example
 from unlearnkit.model.edits import has_edits
-from unlearnkit.model.hooks import base_causal_lm
+from unlearnkit.model.hooks import base_causal_lm, cache_keyword
 
 ATTENTION = ("eager", "sdpa")  # implementations whose masks are built index by index from a 2-D mask
 
@@ -68,12 +68,6 @@ def prefix_length(example: Example) -> int:
     """k: the example shares ``input_ids[:k]``; 0 when it cannot (no supervised label, or one at index ≤ 1)."""
     first = example.prompt_length
     return first - 1 if 2 <= first < len(example.labels) else 0
-
-
-def _cache_keyword(forward: Any) -> str | None:
-    """The name under which `forward` takes a KV cache (``cache`` since transformers 5.24), or None."""
-    parameters = inspect.signature(forward).parameters
-    return next((name for name in ("cache", "past_key_values") if name in parameters), None)
 
 
 def can_share(model: Any) -> bool:
@@ -96,7 +90,7 @@ def can_share(model: Any) -> bool:
         return False
     if getattr(config, "_attn_implementation", None) not in ATTENTION:
         return False
-    if "position_ids" not in inspect.signature(base.forward).parameters or _cache_keyword(base.forward) is None:
+    if "position_ids" not in inspect.signature(base.forward).parameters or cache_keyword(base) is None:
         return False
     text = config.get_text_config(decoder=True)
     if getattr(text, "attention_chunk_size", None) is not None or "chunked_attention" in (
@@ -177,7 +171,7 @@ def run(model: Any, rows: Sequence[Example], batch: SharedBatch, pad_id: int,
     from transformers.cache_utils import DynamicCache
 
     base = base_causal_lm(model)
-    keyword = _cache_keyword(base.forward)
+    keyword = cache_keyword(base)
     lengths = torch.tensor(batch.prefix_lengths, dtype=torch.long)
     width = int(lengths.max())
     first_row: dict[int, int] = {}

@@ -37,6 +37,7 @@ from unlearnkit.data.batch import IGNORE_INDEX, Example, collate
 from unlearnkit.data.pairing import hash_seed
 from unlearnkit.errors import UnlearnError
 from unlearnkit.methods.dpo import DPO
+from unlearnkit.model.hooks import cache_keyword, output_cache
 from unlearnkit.registry import METHODS, Positive, PositiveInt, Seed
 
 
@@ -142,8 +143,8 @@ def _sample(model, prompt: list[int], gen: torch.Generator, max_new: int, temper
             if token in eos:
                 break
             new.append(token)
-            out = model(input_ids=torch.tensor([[token]], device=device), past_key_values=out.past_key_values,
-                        use_cache=True)
+            out = model(input_ids=torch.tensor([[token]], device=device), use_cache=True,
+                        **{cache_keyword(model): output_cache(out)})
         return new
     finally:
         model.train(was_training)

@@ -35,8 +35,8 @@ Choices, from the paper and its code (rohitgandikota/erasing-llm, trainscripts/e
   follows the forget prompt (the question of a QA row; the whole text of a text row), is greedy (deterministic: no
   RNG, the same on every rank and on resume), at most `fluency_tokens` long, stops at an EOS of the model's config,
   and is conditioned on c⁺ / c⁻ the same way as the erase target; every generated token is supervised. It costs
-  one forward of each of the three contexts per generated token (no KV cache), once before the first step;
-  `fluency_weight=0` skips it.
+  one single-token forward of each of the three contexts per generated token (each context keeps a KV cache),
+  once before the first step; `fluency_weight=0` skips it.
 * The code trains LoRA adapters (rank 4–8) on layers 4–7 of 32; here the trainable set is the recipe's (full
   weights, or `model.lora`).
 """
@@ -48,11 +48,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from unlearnkit.data.batch import IGNORE_INDEX, Example, TokenBatch, collate
+from unlearnkit.data.batch import IGNORE_INDEX, Example, TokenBatch
 from unlearnkit.errors import UnlearnError
 from unlearnkit.losses import logits_of, supervised_logits
 from unlearnkit.methods.altpo import _eos_ids
 from unlearnkit.methods.base import RetainRegularised
+from unlearnkit.model.hooks import cache_keyword, output_cache
 from unlearnkit.registry import METHODS, NonNegative, NonNegativeInt, Positive, PositiveInt
 
 EXPERT = "The following text was written by an expert on {concept}, who knows every detail and states it exactly:\n"
@@ -178,23 +179,38 @@ class ELM(RetainRegularised):
             model.train(was_training)
 
     def _continue(self, model, prompts: list[list[int]], eos: set[int], device) -> list[Example]:
+        """Greedy guided continuations of `prompts`: each of the three views (plain, c⁺, c⁻) keeps its own KV cache,
+        prompts left-padded with explicit positions (those of the unpadded row), one token per row per step."""
+        keyword = cache_keyword(model)
+        keep = 1 if self._bos is not None and all(p[:1] == [self._bos] for p in prompts) else 0
+        views = []  # per view: [last logits (B, V), cache, attention mask (B, W), last position (B,)]
+        for context in [[]] + [c.tolist() for c in self._contexts]:
+            rows = [p[:keep] + context + p[keep:] for p in prompts]
+            width = max(map(len, rows))
+            ids = torch.zeros((len(rows), width), dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for i, row in enumerate(rows):
+                ids[i, width - len(row):], mask[i, width - len(row):] = torch.tensor(row), 1
+            ids, mask = ids.to(device), mask.to(device)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+            views.append([out.logits[:, -1], output_cache(out), mask, positions[:, -1]])
         new: list[list[int]] = [[] for _ in prompts]
         done = [False] * len(prompts)
-        for _ in range(self.fluency_tokens):
-            live = [i for i, d in enumerate(done) if not d]
-            if not live:
+        for step in range(self.fluency_tokens):
+            picks = self.target_logits(*[view[0] for view in views], eta=self.fluency_guidance, top_k=0).argmax(-1)
+            for i, token in enumerate(picks.tolist()):
+                if not done[i]:
+                    new[i].append(token)  # an EOS ends the row and is supervised
+                    done[i] = token in eos
+            if all(done) or step == self.fluency_tokens - 1:
                 break
-            rows = [Example(tuple(prompts[i] + new[i]), tuple([0] * (len(prompts[i]) + len(new[i])))) for i in live]
-            last = torch.tensor([len(r.input_ids) - 1 for r in rows], device=device)
-            batch = collate(rows, 0).to(device)
-            views = self.views(batch)
-            offsets = [0] + [len(c) for c in self._contexts]
-            logits = [model(input_ids=v.input_ids, attention_mask=v.attention_mask).logits[
-                torch.arange(len(live), device=device), last + off] for v, off in zip(views, offsets)]
-            picks = self.target_logits(*logits, eta=self.fluency_guidance, top_k=0).argmax(-1).tolist()
-            for i, token in zip(live, picks):
-                new[i].append(token)  # an EOS ends the row and is supervised
-                done[i] = token in eos
+            for view in views:  # finished rows keep decoding; their tokens are not kept
+                view[2] = torch.cat([view[2], view[2].new_ones(len(prompts), 1)], 1)
+                view[3] = view[3] + 1
+                out = model(input_ids=picks.unsqueeze(1), attention_mask=view[2], position_ids=view[3].unsqueeze(1),
+                            use_cache=True, **{keyword: view[1]})
+                view[0], view[1] = out.logits[:, -1], output_cache(out)
         return [Example(tuple(p + s), tuple([IGNORE_INDEX] * len(p) + s)) for p, s in zip(prompts, new)]
 
 

@@ -26,7 +26,7 @@ Face's ``hidden_states[ℓ + 1]`` — RMU's convention (specs/methods.md pitfall
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -71,6 +71,23 @@ def base_causal_lm(model: nn.Module) -> nn.Module:
         model = model.module
     get_base = getattr(model, "get_base_model", None)
     return get_base() if callable(get_base) else model
+
+
+def cache_keyword(model: nn.Module) -> str | None:
+    """The keyword under which the causal LM's forward takes a KV cache: ``cache`` since transformers 5.24 (the
+    old ``past_key_values`` still works there but warns, and goes in 5.40), ``past_key_values`` before; None when
+    the forward takes neither."""
+    import inspect
+
+    parameters = inspect.signature(base_causal_lm(model).forward).parameters
+    return next((name for name in ("cache", "past_key_values") if name in parameters), None)
+
+
+def output_cache(output: Any) -> Any:
+    """The KV cache a forward with ``use_cache=True`` returned (``output.cache`` or, before 5.24,
+    ``output.past_key_values``)."""
+    cache = output.get("cache") if hasattr(output, "get") else None
+    return cache if cache is not None else output.past_key_values
 
 
 def _first_path(root: nn.Module, paths: Sequence[str], kind: type) -> nn.Module | None:
