@@ -30,7 +30,7 @@ def alternates(method, model, data) -> list[tuple[int, ...]]:
 def test_alternates_are_generated_once_before_training(train_tiny, make_toy_data, monkeypatch):
     calls = []
     sample = altpo_module._sample
-    monkeypatch.setattr(altpo_module, "_sample", lambda *a, **k: calls.append(1) or sample(*a, **k))
+    monkeypatch.setattr(altpo_module, "_sample", lambda *a, **k: calls.extend(a[1]) or sample(*a, **k))  # per row
     data = make_toy_data()
     method = AltPO(n_alternates=2)
     run = train_tiny(method, 6, data=data)  # 6 steps of 4 rows: each of the 8 rows seen 3 times
@@ -59,6 +59,15 @@ def test_alternates_are_deterministic_for_a_seed(tiny_model, make_toy_data):
     assert torch.equal(rng, torch.get_rng_state())  # the global RNG is neither used nor moved
 
 
+def test_sampling_prompts_together_draws_what_each_prompt_draws_alone(tiny_model, make_toy_data, monkeypatch):
+    """Left-padded prompts of different lengths under one KV cache, each row with its own generator: the draws of
+    sampling one prompt at a time, rejected draws and all."""
+    together = alternates(AltPO(n_alternates=2, max_new_tokens=12), tiny_model, make_toy_data())
+    monkeypatch.setattr(altpo_module, "SAMPLE_BATCH", 1)
+    alone = alternates(AltPO(n_alternates=2, max_new_tokens=12), tiny_model, make_toy_data())
+    assert together == alone and len({len(ids) for ids in together}) > 1
+
+
 def test_alternates_differ_from_the_forget_answers(fitted_model, make_toy_data):
     data = make_toy_data()
     alternates(AltPO(n_alternates=3), fitted_model, data)  # a model that knows the answers: repeats get resampled
@@ -72,11 +81,11 @@ def test_a_draw_repeating_the_forget_answer_is_resampled_then_dropped(tiny_model
     data = make_toy_data(n_forget=1)
     forget = answer(data.forget[0])[:-1]  # without EOS
     draws = iter([forget, [3, 4]])
-    monkeypatch.setattr(altpo_module, "_sample", lambda *a: next(draws))
+    monkeypatch.setattr(altpo_module, "_sample", lambda *a: [next(draws)])
     alternates(AltPO(), tiny_model, data)
     assert answer(data.extra["alternate/0"][0]) == [3, 4, data.forget[0].labels[-1]]
 
-    monkeypatch.setattr(altpo_module, "_sample", lambda *a: list(forget))
+    monkeypatch.setattr(altpo_module, "_sample", lambda *a: [list(forget)])
     data = make_toy_data(n_forget=1)
     alternates(AltPO(max_tries=3), tiny_model, data)
     assert answer(data.extra["alternate/0"][0]) == [data.forget[0].labels[-1]]  # the empty answer: EOS only

@@ -16,9 +16,10 @@ per example; set ``n_alternates=5 max_new_tokens=200`` to match its generation):
   else the forget row's last token), so the trainer's cached reference log-probs
   cover them and no copy of the model is kept. K > 1 averages the DPO term over the K alternates (deterministic and
   cacheable) instead of drawing one per example.
-* Sampling is token-level (no tokenizer): an own loop with a KV cache, a CPU `torch.Generator` seeded per (seed, k,
-  prompt tokens) — never the global RNG — so every rank, a resumed run and a direct `loss` call without `setup`
-  (tests) draw the same alternates, whatever the batching.
+* Sampling is token-level (no tokenizer): an own loop with a KV cache over `SAMPLE_BATCH` left-padded prompts at a
+  time, each row drawing from its own CPU `torch.Generator` seeded per (seed, k, prompt tokens) — never the global
+  RNG — so every rank, a resumed run and a direct `loss` call without `setup` (tests) draw the same alternates,
+  whatever the batching (the batch changes the logits by float noise only; tested equal to one prompt at a time).
 * A draw that repeats the forget answer token for token, or is empty, is resampled (up to `max_tries` draws); if
   every draw fails, the alternate is the empty answer (EOS only). Prompt + alternate is not truncated to
   data.max_length.
@@ -39,6 +40,8 @@ from unlearnkit.errors import UnlearnError
 from unlearnkit.methods.dpo import DPO
 from unlearnkit.model.hooks import cache_keyword, output_cache
 from unlearnkit.registry import METHODS, Positive, PositiveInt, Seed
+
+SAMPLE_BATCH = 32  # prompts sampled together (one KV cache); the draws do not depend on it
 
 
 @METHODS.register("altpo")
@@ -65,7 +68,7 @@ class AltPO(DPO):
         if model is None:
             raise UnlearnError("altpo.setup needs the model: call prepare(model) first")
         for k, name in enumerate(self.names()):
-            data.extra[name] = [self._alternate(model, example, k) for example in data.forget]
+            data.extra[name] = self._alternates(model, list(data.forget), k)
         self._ids = self._flatten(data)
 
     def forget_loss(self, model, batch, ref):
@@ -87,29 +90,42 @@ class AltPO(DPO):
 
     # ------------------------------------------------------------------ generation
 
-    def _alternate(self, model, example: Example, k: int) -> Example:
-        prompt = list(example.input_ids[: example.prompt_length])
-        answer = [t for t in example.labels[example.prompt_length:] if t != IGNORE_INDEX]
-        eos = _eos_ids(model) or set(answer[-1:])  # no EOS in the config: the forget row's last token ends answers
-        end = answer[-1:] if answer and answer[-1] in eos else []
-        forget_answer = answer[: len(answer) - len(end)]
-        gen = torch.Generator().manual_seed(hash_seed(self.seed, k, *prompt))
-        new: list[int] = []
-        for _ in range(self.max_tries):
-            new = _sample(model, prompt, gen, self.max_new_tokens, self.temperature, eos)
-            if new and new != forget_answer:
+    def _alternates(self, model, examples: list[Example], k: int) -> list[Example]:
+        """Alternate k of each example, `SAMPLE_BATCH` prompts per batch; each row draws from its own generator, so a
+        row's draws (a rejected one, then the next) are those of sampling it alone."""
+        rows = []
+        for example in examples:
+            prompt = list(example.input_ids[: example.prompt_length])
+            answer = [t for t in example.labels[example.prompt_length:] if t != IGNORE_INDEX]
+            eos = _eos_ids(model) or set(answer[-1:])  # no EOS in the config: the forget row's last token ends answers
+            end = answer[-1:] if answer and answer[-1] in eos else []
+            rows.append((prompt, eos, end, answer[: len(answer) - len(end)],
+                         torch.Generator().manual_seed(hash_seed(self.seed, k, *prompt))))
+        drawn: list[list[int] | None] = [None] * len(rows)
+        pending = list(range(len(rows)))
+        for _ in range(self.max_tries):  # a draw that is empty or repeats the forget answer is drawn again
+            for start in range(0, len(pending), SAMPLE_BATCH):
+                chunk = pending[start:start + SAMPLE_BATCH]
+                draws = _sample(model, [rows[i][0] for i in chunk], [rows[i][4] for i in chunk], self.max_new_tokens,
+                                self.temperature, [rows[i][1] for i in chunk])
+                for i, new in zip(chunk, draws):
+                    if new and new != rows[i][3]:
+                        drawn[i] = new
+            pending = [i for i in pending if drawn[i] is None]
+            if not pending:
                 break
-        else:
-            new = []
-        answer = new + end
-        return Example(tuple(prompt + answer), tuple([IGNORE_INDEX] * len(prompt) + answer))
+        out = []
+        for (prompt, _, end, _, _), new in zip(rows, drawn):
+            answer = (new or []) + end  # every draw failed: the empty answer (EOS only)
+            out.append(Example(tuple(prompt + answer), tuple([IGNORE_INDEX] * len(prompt) + answer)))
+        return out
 
     def _batch_alternates(self, model, batch, k: int):
         rows = []
         for ids, mask, labels in zip(batch.forget.input_ids, batch.forget.attention_mask, batch.forget.labels):
             n = int(mask.sum())
-            rows.append(self._alternate(model, Example(tuple(ids[:n].tolist()), tuple(labels[:n].tolist())), k))
-        return collate(rows, 0).to(batch.forget.input_ids.device)
+            rows.append(Example(tuple(ids[:n].tolist()), tuple(labels[:n].tolist())))
+        return collate(self._alternates(model, rows, k), 0).to(batch.forget.input_ids.device)
 
     def _flatten(self, data) -> dict[str, torch.Tensor]:
         out = {}
@@ -129,22 +145,40 @@ def _eos_ids(model) -> set[int]:
 
 
 @torch.no_grad()
-def _sample(model, prompt: list[int], gen: torch.Generator, max_new: int, temperature: float, eos: set[int]) -> list[int]:
-    """Ancestral sampling of up to `max_new` tokens after `prompt` (stops before an EOS), drawing from `gen` on the CPU."""
+def _sample(model, prompts: list[list[int]], gens: list[torch.Generator], max_new: int, temperature: float,
+            eos: list[set[int]]) -> list[list[int]]:
+    """Ancestral sampling of up to `max_new` tokens after each prompt (a row stops before its EOS), row i drawing
+    from `gens[i]` on the CPU: the prompts left-padded with the positions of the unpadded rows, one KV cache."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
-        out = model(input_ids=torch.tensor([prompt], device=device), use_cache=True)
-        new: list[int] = []
+        width = max(map(len, prompts))
+        ids = torch.zeros((len(prompts), width), dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, prompt in enumerate(prompts):
+            ids[i, width - len(prompt):], mask[i, width - len(prompt):] = torch.tensor(prompt), 1
+        mask = mask.to(device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = model(input_ids=ids.to(device), attention_mask=mask, position_ids=positions, use_cache=True)
+        new: list[list[int]] = [[] for _ in prompts]
+        live = [True] * len(prompts)
+        keyword = cache_keyword(model)
         for _ in range(max_new):
-            probs = torch.softmax(out.logits[0, -1].float().cpu() / temperature, dim=-1)
-            token = int(torch.multinomial(probs, 1, generator=gen))
-            if token in eos:
+            probs = torch.softmax(out.logits[:, -1].float().cpu() / temperature, dim=-1)
+            tokens = [0] * len(prompts)
+            for i in range(len(prompts)):
+                if live[i]:
+                    tokens[i] = int(torch.multinomial(probs[i], 1, generator=gens[i]))
+                    live[i] = tokens[i] not in eos[i]
+                    if live[i]:
+                        new[i].append(tokens[i])
+            if not any(live):
                 break
-            new.append(token)
-            out = model(input_ids=torch.tensor([[token]], device=device), use_cache=True,
-                        **{cache_keyword(model): output_cache(out)})
+            mask = torch.cat([mask, mask.new_ones(len(prompts), 1)], 1)
+            positions = positions[:, -1:] + 1
+            out = model(input_ids=torch.tensor(tokens, device=device).unsqueeze(1), attention_mask=mask,
+                        position_ids=positions, use_cache=True, **{keyword: output_cache(out)})
         return new
     finally:
         model.train(was_training)
