@@ -9,7 +9,6 @@ import math
 import numpy as np
 import pytest
 
-import unlearnkit.benchmarks.tofu as tofu_module
 from unlearnkit.benchmarks.passes import score_examples
 from unlearnkit.benchmarks.tofu import TofuResult, evaluate_tofu
 from unlearnkit.errors import UnlearnError
