@@ -47,7 +47,7 @@ from typing import Any, Sequence
 
 import torch
 
-from unlearnkit.data.batch import IGNORE_INDEX, Example
+from unlearnkit.data.batch import IGNORE_INDEX, Example, collate_prompts
 from unlearnkit.model.edits import has_edits
 from unlearnkit.model.hooks import base_causal_lm, cache_keyword
 
@@ -177,11 +177,8 @@ def run(model: Any, rows: Sequence[Example], batch: SharedBatch, pad_id: int,
     first_row: dict[int, int] = {}
     for row, g in enumerate(batch.groups):
         first_row.setdefault(g, row)
-    prefix_ids = torch.full((len(lengths), width), pad_id, dtype=torch.long)
-    prefix_mask = torch.zeros((len(lengths), width), dtype=torch.long)
-    for g, k in enumerate(batch.prefix_lengths):  # left-padded
-        prefix_ids[g, width - k:] = torch.tensor(rows[first_row[g]].input_ids[:k])
-        prefix_mask[g, width - k:] = 1
+    prefix_ids, prefix_mask = collate_prompts([list(rows[first_row[g]].input_ids[:k])  # left-padded
+                                              for g, k in enumerate(batch.prefix_lengths)], pad_id)
     prefix_ids, prefix_mask = prefix_ids.to(device), prefix_mask.to(device)
     cache = DynamicCache(config=base.config)
     extra = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(base.forward).parameters else {}

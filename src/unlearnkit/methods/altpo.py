@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from unlearnkit.data.batch import IGNORE_INDEX, Example, collate
+from unlearnkit.data.batch import IGNORE_INDEX, Example, collate, collate_prompts
 from unlearnkit.data.pairing import hash_seed
 from unlearnkit.errors import UnlearnError
 from unlearnkit.methods.dpo import DPO
@@ -153,11 +153,7 @@ def _sample(model, prompts: list[list[int]], gens: list[torch.Generator], max_ne
     was_training = model.training
     model.eval()
     try:
-        width = max(map(len, prompts))
-        ids = torch.zeros((len(prompts), width), dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for i, prompt in enumerate(prompts):
-            ids[i, width - len(prompt):], mask[i, width - len(prompt):] = torch.tensor(prompt), 1
+        ids, mask = collate_prompts(prompts, 0)
         mask = mask.to(device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = model(input_ids=ids.to(device), attention_mask=mask, position_ids=positions, use_cache=True)

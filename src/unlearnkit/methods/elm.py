@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from unlearnkit.data.batch import IGNORE_INDEX, Example, TokenBatch
+from unlearnkit.data.batch import IGNORE_INDEX, Example, TokenBatch, collate_prompts
 from unlearnkit.errors import UnlearnError
 from unlearnkit.losses import logits_of, supervised_logits
 from unlearnkit.methods.altpo import _eos_ids
@@ -185,12 +185,7 @@ class ELM(RetainRegularised):
         keep = 1 if self._bos is not None and all(p[:1] == [self._bos] for p in prompts) else 0
         views = []  # per view: [last logits (B, V), cache, attention mask (B, W), last position (B,)]
         for context in [[]] + [c.tolist() for c in self._contexts]:
-            rows = [p[:keep] + context + p[keep:] for p in prompts]
-            width = max(map(len, rows))
-            ids = torch.zeros((len(rows), width), dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for i, row in enumerate(rows):
-                ids[i, width - len(row):], mask[i, width - len(row):] = torch.tensor(row), 1
+            ids, mask = collate_prompts([p[:keep] + context + p[keep:] for p in prompts], 0)
             ids, mask = ids.to(device), mask.to(device)
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
